@@ -1,0 +1,5 @@
+import sys
+
+from vimscope.cli.main import main
+
+sys.exit(main())

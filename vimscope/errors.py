@@ -1,0 +1,69 @@
+"""Errors a user can cause, each with its own exit code; the CLI prints their message as one line.
+
+Anything that is not a ``VimscopeError`` is a bug: the CLI shows a one-line summary and asks for ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class VimscopeError(Exception):
+    """Base of every error caused by input, configuration or environment rather than by a bug."""
+
+    exit_code = 1
+
+
+class SlideNotFoundError(VimscopeError):
+    exit_code = 3
+
+
+class UnsupportedFormatError(VimscopeError):
+    exit_code = 4
+
+
+class CorruptSlideError(VimscopeError):
+    exit_code = 5
+
+
+class RegionError(VimscopeError):
+    """A requested box or region lies (partly) outside the image, or is empty."""
+
+    exit_code = 6
+
+
+class MissingPixelSizeError(VimscopeError):
+    """A command needs physical units and the image has no pixel size; the message says to pass --mpp."""
+
+    exit_code = 7
+
+
+class ConfigError(VimscopeError):
+    exit_code = 8
+
+
+class OutputError(VimscopeError):
+    """The output cannot be written (full disk, read-only filesystem, permissions); work so far is kept."""
+
+    exit_code = 9
+
+
+class ModelError(VimscopeError):
+    """A model name, weights file or checkpoint that cannot be used as asked."""
+
+    exit_code = 10
+
+
+class DamagedTileError(VimscopeError):
+    """A tile whose decoder reported corrupt data. Readers raise it; the pipeline records it and fills the tile."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, box=None, level: int = 0):
+        super().__init__(message)
+        self.box = box
+        self.level = level
+
+
+class Cancelled(VimscopeError):
+    """The run was cancelled through its ``CancelToken``; what was flushed is kept for resume."""
+
+    exit_code = 130

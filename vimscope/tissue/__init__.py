@@ -1,0 +1,1 @@
+"""vimscope.tissue"""
