@@ -90,8 +90,21 @@ def mamba_inner_ref(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
 
 
 def bimamba_inner_ref(
-    xz, conv_w, conv_b, conv_w_b, conv_b_b, x_proj_w, x_proj_w_b, dt_proj_w, dt_proj_w_b,
-    dt_bias, dt_bias_b, A_log, A_b_log, D, D_b,
+    xz,
+    conv_w,
+    conv_b,
+    conv_w_b,
+    conv_b_b,
+    x_proj_w,
+    x_proj_w_b,
+    dt_proj_w,
+    dt_proj_w_b,
+    dt_bias,
+    dt_bias_b,
+    A_log,
+    A_b_log,
+    D,
+    D_b,
 ) -> torch.Tensor:
     """Both directions of a Vim v2 mixer, averaged: (B, L, 2E) -> (B, L, E). See the module docstring."""
     x, z = xz.chunk(2, dim=-1)

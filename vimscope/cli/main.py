@@ -38,9 +38,11 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             # A face that is not built in this install: say so rather than crash.
-            @click.command(name=name, help=f"(unavailable: {e})")
+            reason = str(e)
+
+            @click.command(name=name, help=f"(unavailable: {reason})")
             def unavailable():
-                raise click.ClickException(f"'vimscope {name}' is unavailable: {e}")
+                raise click.ClickException(f"'vimscope {name}' is unavailable: {reason}")
 
             return unavailable
 
