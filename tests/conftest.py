@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the checkout; VIMSCOPE_SHARED points elsewhere (the GPU machine gets a carried copy)
+SHARED = Path(os.environ.get("VIMSCOPE_SHARED", ROOT.parent / "shared")).resolve()
 DATA = SHARED / "data"
 PARITY = SHARED / "parity"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -142,6 +142,7 @@ class ModelSpec:
     """A model's IO contract: architecture, head, the resolution and tiles its weights expect, what outputs mean."""
 
     name: str
+    family: str = "vim"  # model builder in vimscope.models: "vim" (VisionMamba + head) or "pointwise"
     arch: dict = field(default_factory=dict)  # VisionMamba arguments (validated by vimscope.models)
     head: dict = field(default_factory=dict)  # head type and arguments
     mpp: float | None = None  # µm/px the weights were trained at (None: any resolution)
@@ -158,6 +159,7 @@ class ModelSpec:
     license: str = "Apache-2.0"
     trained: bool = False  # False: random weights, every run says so
     description: str = ""
+    size_multiple: int = 1  # input height and width must be multiples of this (the token stride; set by models)
 
     def validate(self) -> None:
         if self.tile <= 0 or self.halo < 0 or 2 * self.halo >= self.tile:

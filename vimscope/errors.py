@@ -24,6 +24,24 @@ class CorruptSlideError(VimscopeError):
     exit_code = 5
 
 
+class EmptyFileError(CorruptSlideError):
+    """A zero-byte file: usually a failed copy or download, worth its own message and code."""
+
+    exit_code = 20
+
+
+class NoSlideInFolderError(SlideNotFoundError):
+    """A folder was given that is neither an OME-Zarr nor a DICOM series and holds no slide to pick."""
+
+    exit_code = 21
+
+
+class NotASlideError(UnsupportedFormatError):
+    """The name says slide (.svs, .tif...) but the content is something else, e.g. text or HTML."""
+
+    exit_code = 22
+
+
 class RegionError(VimscopeError):
     """A requested box or region lies (partly) outside the image, or is empty."""
 
@@ -57,10 +75,23 @@ class DamagedTileError(VimscopeError):
 
     exit_code = 11
 
-    def __init__(self, message: str, box=None, level: int = 0):
+    def __init__(self, message: str, box=None, level: int = 0, tiles=None):
         super().__init__(message)
         self.box = box
         self.level = level
+        self.tiles = list(tiles or [])  # the damaged native tiles (boxes in level pixels), when the reader knows
+
+
+class BatchFailedError(VimscopeError):
+    """A batch ran to the end but some slides failed; the message counts them and names the report."""
+
+    exit_code = 12
+
+
+class ClusterError(VimscopeError):
+    """The dask.distributed cluster cannot run the batch: unreachable, no workers, or paths workers cannot see."""
+
+    exit_code = 13
 
 
 class Cancelled(VimscopeError):

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "batch": "vimscope.cli.batch:batch",
     "train": "vimscope.cli.train:train",
     "eval": "vimscope.cli.train:evaluate",
+    "pack": "vimscope.cli.train:pack",
 }
 
 

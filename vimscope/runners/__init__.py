@@ -1,1 +1,38 @@
-"""vimscope.runners"""
+"""Batch runners (layer 4): many slides, resumable, on local processes or a dask.distributed cluster.
+
+``manifest`` reads what to run, ``state`` and ``lease`` keep per-slide records and locks in the output folder,
+``task`` runs one slide inside a worker, ``local`` and ``cluster`` execute tasks, ``driver`` is the loop and
+``report`` the summary. Names are re-exported lazily (PEP 562) so importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "SlideJob": "vimscope.runners.manifest",
+    "read_inputs": "vimscope.runners.manifest",
+    "StateStore": "vimscope.runners.state",
+    "SlideState": "vimscope.runners.state",
+    "Lease": "vimscope.runners.lease",
+    "SlideTask": "vimscope.runners.task",
+    "Outcome": "vimscope.runners.task",
+    "run_slide": "vimscope.runners.task",
+    "LocalExecutor": "vimscope.runners.local",
+    "plan_workers": "vimscope.runners.local",
+    "ClusterExecutor": "vimscope.runners.cluster",
+    "run_batch": "vimscope.runners.driver",
+    "BatchResult": "vimscope.runners.driver",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vimscope.runners' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

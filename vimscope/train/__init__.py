@@ -1,1 +1,38 @@
-"""vimscope.train"""
+"""vimscope.train: fine-tuning on your own labels (datasets, augmentation, the loop, packs, evaluation).
+
+Names are re-exported lazily (PEP 562): ``vimscope.train.metrics`` and the dataset readers need no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "Trainer": "vimscope.train.loop",
+    "TrainEvent": "vimscope.train.loop",
+    "TrainConfig": "vimscope.train.config",
+    "load_train_config": "vimscope.train.config",
+    "evaluate": "vimscope.train.evaluate",
+    "build_pack": "vimscope.train.pack",
+    "read_pack": "vimscope.train.pack",
+    "LabelledImage": "vimscope.train.datasets.base",
+    "load_sources": "vimscope.train.datasets.base",
+    "dice": "vimscope.train.metrics",
+    "iou": "vimscope.train.metrics",
+    "aji": "vimscope.train.metrics",
+    "object_f1": "vimscope.train.metrics",
+    "load_trained": "vimscope.train.build",
+    "UNet": "vimscope.train.unet",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vimscope.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

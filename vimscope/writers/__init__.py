@@ -1,1 +1,35 @@
-"""vimscope.writers"""
+"""Outputs people open elsewhere (layer 1: no torch): OME-Zarr, GeoJSON, object tables, GeoPackage, OME-TIFF,
+COG, preview and summary. Everything is written under a temporary name and renamed when complete.
+
+Names are re-exported lazily (PEP 562) so importing the package costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "OmeZarrWriter": "vimscope.writers.omezarr",
+    "GeoJSONWriter": "vimscope.writers.geojson",
+    "qupath_feature": "vimscope.writers.geojson",
+    "ObjectTableWriter": "vimscope.writers.tables",
+    "GeoPackageWriter": "vimscope.writers.gpkg",
+    "label_polygons": "vimscope.writers.polygons",
+    "instance_polygons": "vimscope.writers.polygons",
+    "write_ome_tiff": "vimscope.writers.ometiff",
+    "write_geotiff": "vimscope.writers.geotiff",
+    "write_preview": "vimscope.writers.preview",
+    "write_summary": "vimscope.writers.summary",
+    "build_summary": "vimscope.writers.summary",
+    "atomic_write_bytes": "vimscope.writers.atomic",
+    "atomic_dir": "vimscope.writers.atomic",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

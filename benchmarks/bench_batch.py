@@ -1,0 +1,392 @@
+"""Batch throughput on the GPU machine: slides/hour, megapixels/s, GPU busy fraction, per-slide fixed overhead.
+
+Generates JPEG-tiled pyramidal TIFF slides of synthetic tissue, warms the workers (kernels compiled, model
+cached) on a throw-away batch, then times ``vimscope batch`` over the slides, sampling every GPU with
+``nvidia-smi`` while it runs. Goals (issue 10): GPU busy >= 85 % and per-slide fixed overhead <= 5 s.
+
+Per-slide fixed overhead is measured two ways: the median time of tiny slides (where compute is nil) and the
+intercept of a straight-line fit of every slide's time slot (start to start on its worker) against its
+megapixels. Each slide must be done exactly once; the script checks the state files and says so.
+
+Configurations (``--configs``): ``local`` (``--workers local``: one process per visible GPU) and ``dask:N``
+(a ``dask scheduler`` plus N ``dask worker --resources GPU=1`` processes, one per GPU, each with its own
+``CUDA_VISIBLE_DEVICES``; issue 13). ``--kill`` adds a run of the last dask configuration in which one worker is
+killed mid-run: the batch must still complete with each slide done once. With two or more configurations the
+JSON has a top-level ``scaling`` (throughput of the last over the first).
+
+    python benchmarks/bench_batch.py                         # one GPU, local workers
+    python benchmarks/bench_batch.py --configs dask:1,dask:2 --kill --size 20480 --slides 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VIMSCOPE = [sys.executable, "-m", "vimscope"]
+
+
+# --- synthetic slides ------------------------------------------------------------------------------------------
+def _textures(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """H&E-like tiles: smooth pink stroma with purple nuclei-sized blobs (enough saturation for the tissue mask)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for _ in range(n):
+        base = np.empty((size, size, 3), np.float32)
+        base[...] = (230, 160, 200)
+        noise = rng.normal(0, 1, (size // 32 + 1, size // 32 + 1)).repeat(32, 0).repeat(32, 1)[:size, :size]
+        base += noise[..., None] * np.array([8, 14, 10], np.float32)
+        for _ in range(size * size // 2000):
+            cy, cx, r = rng.integers(0, size), rng.integers(0, size), rng.integers(3, 8)
+            y0, y1, x0, x1 = max(cy - r, 0), min(cy + r, size), max(cx - r, 0), min(cx + r, size)
+            blob = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2 <= r * r
+            base[y0:y1, x0:x1][blob] = (110, 60, 150)
+        out.append(np.clip(base, 0, 255).astype(np.uint8))
+    return out
+
+
+def make_slide(path: Path, size: int, *, tile: int = 512, mpp: float = 0.5, seed: int = 0) -> None:
+    """A JPEG-tiled pyramidal TIFF (levels 1, 4, 16...) of ``size`` x ``size`` tissue, mpp in the resolution tags."""
+    import tifffile
+
+    textures = _textures(8, tile, seed)
+    rng = np.random.default_rng(seed)
+
+    def tiles(level_size: int):
+        n = -(-level_size // tile)
+        for _ in range(n * n):
+            yield textures[rng.integers(len(textures))]
+
+    levels = [size]
+    while levels[-1] > 2048:
+        levels.append(levels[-1] // 4)
+    res = (1e4 / mpp, 1e4 / mpp)
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for i, s in enumerate(levels):
+            tif.write(
+                tiles(s),
+                shape=(s, s, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                compression="jpeg",
+                compressionargs={"level": 90},
+                photometric="rgb",
+                resolution=(res[0] / 4**i, res[1] / 4**i),
+                resolutionunit="CENTIMETER",
+                subfiletype=1 if i else 0,
+                metadata=None,
+            )
+
+
+# --- GPU sampling ----------------------------------------------------------------------------------------------
+class GpuSampler:
+    """``nvidia-smi`` utilisation of every GPU every 100 ms; busy fraction = mean utilisation over a window."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, int, float]] = []  # time, gpu index, utilisation %
+        self._proc = None
+        self._thread = None
+
+    def __enter__(self):
+        cmd = ["nvidia-smi", "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            return self
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self):
+        for line in self._proc.stdout:
+            try:
+                idx, util = (v.strip() for v in line.split(","))
+                self.samples.append((time.time(), int(idx), float(util)))
+            except ValueError:
+                continue
+
+    def __exit__(self, *exc):
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+
+    def busy(self, t0: float, t1: float) -> dict[str, float]:
+        per: dict[int, list[float]] = {}
+        for t, idx, util in self.samples:
+            if t0 <= t <= t1:
+                per.setdefault(idx, []).append(util / 100)
+        return {str(i): round(statistics.fmean(v), 3) for i, v in sorted(per.items())}
+
+
+# --- clusters --------------------------------------------------------------------------------------------------
+class DaskCluster:
+    """A scheduler and one ``dask worker`` per GPU, as the README tells users to start them."""
+
+    def __init__(self, n: int, workdir: Path):
+        self.n, self.workdir = n, workdir
+        self.file = workdir / f"scheduler-{n}.json"
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self):
+        self.file.unlink(missing_ok=True)
+        self.log = open(self.workdir / f"dask-{self.n}.log", "ab")  # scheduler and worker chatter, not the table
+        dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+        cmd = [*dask, "--scheduler-file", str(self.file), "--no-dashboard"]
+        self.procs.append(subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT))
+        while not self.file.exists():
+            time.sleep(0.2)
+        for i in range(self.n):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
+            cmd = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(self.file)]
+            cmd += ["--nthreads", "1", "--resources", "GPU=1", "--memory-limit", "0", "--name", f"gpu{i}"]
+            cmd += ["--no-dashboard"]
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT))
+        from distributed import Client
+
+        with Client(scheduler_file=str(self.file)) as c:
+            c.wait_for_workers(self.n, timeout=120)
+        return self
+
+    def __exit__(self, *exc):
+        for p in reversed(self.procs):
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.log.close()
+
+
+# --- one timed batch -------------------------------------------------------------------------------------------
+def run_batch(inputs: Path, out: Path, execution: list[str], extra: list[str], *, kill_after: float | None = None):
+    cmd = [*VIMSCOPE, "batch", str(inputs), "-o", str(out), *execution, *extra]
+    t0 = time.time()
+    proc = subprocess.Popen(cmd)
+    killed = None
+    if kill_after is not None:
+        killed = _kill_one_worker_when(out, proc, kill_after)
+    rc = proc.wait()
+    return rc, t0, time.time(), killed
+
+
+def _kill_one_worker_when(out: Path, proc: subprocess.Popen, after_fraction: float):
+    """Kill the process holding a lease once ``after_fraction`` of the slides are done (a worker, mid-slide)."""
+    state_dir, lease_dir = out / "_batch" / "state", out / "_batch" / "leases"
+    while proc.poll() is None:
+        states = [json.loads(p.read_text()) for p in state_dir.glob("*.json")] if state_dir.exists() else []
+        done = sum(s["status"] == "done" for s in states)
+        if states and done >= after_fraction * len(states):
+            for lease in lease_dir.glob("*.lease"):
+                try:
+                    info = json.loads(lease.read_text())
+                    os.kill(info["pid"], signal.SIGKILL)
+                    return {"slide": lease.stem, "pid": info["pid"], "at_done": done}
+                except (OSError, ValueError):
+                    continue
+        time.sleep(0.2)
+    return None
+
+
+def summarise(out: Path, t0: float, t1: float, sampler: GpuSampler) -> dict:
+    states = [json.loads(p.read_text()) for p in sorted((out / "_batch" / "state").glob("*.json"))]
+    done_once = all(sum(a.get("outcome") == "done" for a in s["attempts"]) == 1 for s in states)
+    mpx = [_megapixels(s) for s in states]
+    starts = sorted(a["started"] for s in states for a in s["attempts"] if a.get("outcome") == "done")
+    work_t0, work_t1 = (
+        (starts[0], max(a.get("finished", t1) for s in states for a in s["attempts"])) if starts else (t0, t1)
+    )
+    slots = _slots(states)
+    fit = np.polyfit([m for m, _ in slots], [s for _, s in slots], 1) if len(slots) >= 3 else (None, None)
+    return {
+        "slides": len(states),
+        "done": sum(s["status"] == "done" for s in states),
+        "failed": [s["name"] for s in states if s["status"] != "done"],
+        "each_done_exactly_once": done_once,
+        "wall_s": round(t1 - t0, 2),
+        "startup_s": round(work_t0 - t0, 2),
+        "slides_per_hour": round(len(states) / (t1 - t0) * 3600, 1),
+        "megapixels_per_s": round(sum(mpx) / (work_t1 - work_t0), 2),
+        "gpu_busy": sampler.busy(work_t0, work_t1),
+        "tiny_slide_seconds_median": _median(
+            [s["timings"].get("total") for s in states if s["name"].startswith("tiny")]
+        ),
+        "large_slide_seconds_median": _median(
+            [s["timings"].get("total") for s in states if s["name"].startswith("large")]
+        ),
+        "overhead_fit_s": None if fit[1] is None else round(float(fit[1]), 3),
+        "seconds_per_megapixel_fit": None if fit[0] is None else round(float(fit[0]), 5),
+        "output_hashes": _output_hashes(out, states),
+    }
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def _megapixels(state: dict) -> float:
+    s = state.get("summary") or {}
+    if "megapixels" in s:
+        return float(s["megapixels"])
+    shape = s.get("out_shape")
+    return shape[0] * shape[1] / 1e6 if shape else 0.0
+
+
+def _slots(states: list[dict]) -> list[tuple[float, float]]:
+    """(megapixels, seconds from this slide's start to the next start on the same worker) per slide."""
+    by_worker: dict[tuple, list[tuple[float, float, float]]] = {}
+    for s in states:
+        for a in s["attempts"]:
+            if a.get("outcome") == "done":
+                by_worker.setdefault((a["host"], a["pid"]), []).append((a["started"], a["finished"], _megapixels(s)))
+    slots = []
+    for runs in by_worker.values():
+        runs.sort()
+        for (start, _, mpx), (nxt, _, _) in zip(runs, runs[1:]):
+            slots.append((mpx, nxt - start))
+    return slots
+
+
+def _output_hashes(out: Path, states: list[dict]) -> dict[str, str]:
+    import hashlib
+
+    hashes = {}
+    for s in states:
+        h = hashlib.sha256()
+        folder = out / s["name"]
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and f.suffix not in (".json", ".md", ".png") and not f.name.startswith("."):
+                h.update(f.relative_to(folder).as_posix().encode())
+                h.update(f.read_bytes())
+        hashes[s["name"]] = h.hexdigest()[:16]
+    return hashes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slides", type=int, default=12, help="large slides in the timed batch")
+    ap.add_argument("--size", type=int, default=8192, help="side of a large slide (px at level 0)")
+    ap.add_argument("--tiny", type=int, default=8, help="512 x 512 slides for the fixed-overhead estimate")
+    ap.add_argument("--configs", default="local", help="comma list of local | dask:N")
+    ap.add_argument("--kill", action="store_true", help="also run the last dask config with a worker killed mid-run")
+    ap.add_argument("--model", default=None, help="model name (default: the pipeline's default)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/vimscope-bench-batch"))
+    ap.add_argument(
+        "--json", type=Path, default=None, help="result file (default benchmarks/results/batch-<date>.json)"
+    )
+    args = ap.parse_args()
+
+    inputs, warm = args.workdir / "slides", args.workdir / "warm"
+    for d in (inputs, warm):
+        d.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    for i in range(args.slides):
+        p = inputs / f"large-{i:02d}.tif"
+        if not p.exists():
+            make_slide(p, args.size, seed=i)
+    for i in range(args.tiny):
+        p = inputs / f"tiny-{i:02d}.tif"
+        if not p.exists():
+            make_slide(p, 512, seed=100 + i)
+        w = warm / f"warm-{i:02d}.tif"
+        if not w.exists():
+            make_slide(w, 1024, seed=200 + i)
+    print(f"slides ready in {time.time() - t:.0f} s", flush=True)
+
+    extra = ["--mpp", "0.5"] + (["--model", args.model] if args.model else [])
+    results = {}
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    runs = [(c, False) for c in configs] + ([(configs[-1], True)] if args.kill else [])
+    for config, kill in runs:
+        label = config + (" (worker killed)" if kill else "")
+        out = args.workdir / f"out-{config.replace(':', '-')}{'-kill' if kill else ''}"
+        subprocess.run(["rm", "-rf", str(out), str(args.workdir / "warm-out")], check=True)
+        if config == "local":
+            execution, cluster = ["--workers", "local"], None
+        else:
+            n = int(config.split(":")[1])
+            cluster = DaskCluster(n, args.workdir).__enter__()
+            execution = ["--scheduler-file", str(cluster.file)]
+        try:
+            run_batch(warm, args.workdir / "warm-out", execution, extra)  # compile kernels, load models
+            with GpuSampler() as sampler:
+                rc, t0, t1, killed = run_batch(inputs, out, execution, extra, kill_after=0.4 if kill else None)
+            res = summarise(out, t0, t1, sampler)
+            res.update(rc=rc, killed=killed)
+        finally:
+            if cluster is not None:
+                cluster.__exit__(None, None, None)
+        results[label] = res
+        busy = ", ".join(f"GPU{k} {v:.0%}" for k, v in res["gpu_busy"].items()) or "n/a"
+        print(
+            f"{label:>22}: {res['slides_per_hour']:8.1f} slides/h {res['megapixels_per_s']:8.1f} Mpx/s  busy {busy}  "
+            f"overhead fit {res['overhead_fit_s']} s, tiny-slide median {res['tiny_slide_seconds_median']} s  "
+            f"once={res['each_done_exactly_once']} rc={rc}",
+            flush=True,
+        )
+
+    doc = {
+        "benchmark": "batch",
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "gpu": _gpu_names(),
+        "versions": _versions(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "results": results,
+    }
+    timed = [r for label, r in results.items() if "killed" not in label]
+    if len(timed) >= 2:
+        doc["scaling"] = round(timed[-1]["megapixels_per_s"] / max(timed[0]["megapixels_per_s"], 1e-9), 3)
+    if len(results) >= 2:
+        first, *rest = results.values()
+        doc["outputs_identical_across_runs"] = all(r["output_hashes"] == first["output_hashes"] for r in rest)
+    path = args.json or ROOT / "benchmarks" / "results" / f"batch-{dt.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+def _gpu_names() -> list[str]:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    return {p: md.version(p) for p in ("vimscope", "torch", "triton", "distributed") if _installed(p)}
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One device call: GPU kernel tests, then the scan benchmark; logs and JSON under $OUT (default ./gpu_out).
+# The GPU machine has no vimscope install: a symlink shim makes `import vimscope_kernels` load ./kernels.
+set -uo pipefail
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
+export PYTHONPATH="$SHIM:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [ -f .carry/triton_cache.tgz ]; then mkdir -p ~/.triton && tar -xzf .carry/triton_cache.tgz -C ~/.triton; fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  timeout "${TEST_TIMEOUT:-240}" python3 -m pytest tests/kernels -m gpu -q -p no:cacheprovider --durations=10 -W ignore 2>&1 | tee "$OUT/gpu_tests.log"
+fi
+timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_scan.py --out "$OUT/scan.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+tar -czf "$OUT/triton_cache.tgz" -C ~/.triton cache 2>/dev/null; ls -la "$OUT"

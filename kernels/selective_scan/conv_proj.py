@@ -1,0 +1,281 @@
+"""Depthwise conv1d + SiLU fused with x_proj (forward), and their backward, in Triton.
+
+The conv output xc (B, L, E) per direction is never stored: the forward computes it tile by tile straight into
+the x_proj GEMM (x_dbl = xc @ x_proj_w^T, the only B*L-sized intermediate, R + 2N floats per token and direction),
+and the scan kernels recompute it from x (4 taps, cache hits). Direction 0 convolves causally, direction 1
+anti-causally (the flipped sequence's causal conv read in original order), so no flipped copy exists.
+Weight gradients are per-program partial sums, reduced afterwards in a fixed order (deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .config import interpreted, new_buffer, note
+from .triton_common import load_u
+
+# ----------------------------------------------------------------------------------------------- kernels
+
+
+@triton.jit(do_not_specialize=["B", "L", "s_xb"])
+def _conv_xproj_fwd_kernel(
+    p_x,
+    p_cw,
+    p_cb,
+    p_wx,
+    p_out,
+    B,
+    L,
+    E,
+    P,
+    s_xb,
+    s_xl,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    PP: tl.constexpr,
+    K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Grid (cdiv(L, BT), B, ND). out[d, b, t, :P] = silu(conv_d(x))[b, t, :] @ x_proj_w[d]^T, fp32."""
+    i_t = tl.program_id(0).to(tl.int64)
+    i_b = tl.program_id(1).to(tl.int64)
+    d = tl.program_id(2).to(tl.int64)
+    pos = i_t * BT + tl.arange(0, BT)
+    m_t = pos < L
+    o_p = tl.arange(0, PP)
+    m_p = o_p < P
+    acc = tl.zeros([BT, PP], tl.float32)
+    for k0 in range(0, E, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_k = o_k < E
+        xc, _ = load_u(p_x, p_cw, p_cb, i_b, pos, m_t, o_k, m_k, d, L, E, s_xb, s_xl, BT, BK, K, True)
+        w = tl.load(p_wx + (d * P + o_p[None, :]) * E + o_k[:, None], mask=m_k[:, None] & m_p[None, :], other=0.0)
+        acc += tl.dot(xc.to(DOT_DTYPE), w.to(DOT_DTYPE), input_precision=PRECISION)
+    o_out = ((d * B + i_b) * L + pos[:, None]) * P + o_p[None, :]
+    tl.store(p_out + o_out, acc, mask=m_t[:, None] & m_p[None, :])
+
+
+@triton.jit(do_not_specialize=["B", "L", "n_lblk", "s_xb"])
+def _conv_bwd_pre_kernel(
+    p_x,
+    p_cw,
+    p_cb,
+    p_wx,
+    p_xdbl_grad,
+    p_du,
+    p_dwx,
+    p_dcw,
+    B,
+    L,
+    E,
+    P,
+    n_lblk,
+    s_xb,
+    s_xl,
+    LB: tl.constexpr,
+    BT: tl.constexpr,
+    BE: tl.constexpr,
+    PP: tl.constexpr,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Grid (n_lblk * B, cdiv(E, BE), ND). In place du -> d pre-activation of the conv:
+        dxc  = du + dx_dbl @ x_proj_w            (x_proj backward)
+        dpre = dxc * silu'(pre)
+    and partial sums over this program's LB tokens: dx_proj_w [P, BE] = dx_dbl^T xc, dconv_w [BE, K], dconv_b.
+    p_dwx: [n_lblk * B, ND, P, E]; p_dcw: [n_lblk * B, ND, E, KP] (column K holds dconv_b)."""
+    i_lb = tl.program_id(0).to(tl.int64)
+    i_e = tl.program_id(1).to(tl.int64)
+    d = tl.program_id(2).to(tl.int64)
+    i_b = i_lb // n_lblk
+    i_l = i_lb % n_lblk
+    o_e = i_e * BE + tl.arange(0, BE)
+    m_e = o_e < E
+    o_p = tl.arange(0, PP)
+    m_p = o_p < P
+    o_k = tl.arange(0, KP)
+    sgn = 1 - 2 * d
+    wx = tl.load(p_wx + (d * P + o_p[:, None]) * E + o_e[None, :], mask=m_p[:, None] & m_e[None, :], other=0.0)
+    wx = wx.to(tl.float32)  # [PP, BE]
+    dwx = tl.zeros([PP, BE], tl.float32)
+    dcw = tl.zeros([BE, KP], tl.float32)
+    for t0 in range(0, LB, BT):
+        pos = i_l * LB + t0 + tl.arange(0, BT)
+        m_t = pos < L
+        m_te = m_t[:, None] & m_e[None, :]
+        xc, pre = load_u(p_x, p_cw, p_cb, i_b, pos, m_t, o_e, m_e, d, L, E, s_xb, s_xl, BT, BE, K, True)
+        o_g = ((d * B + i_b) * L + pos[:, None]) * P + o_p[None, :]
+        gx = tl.load(p_xdbl_grad + o_g, mask=m_t[:, None] & m_p[None, :], other=0.0)  # [BT, PP]
+        o_u = ((d * B + i_b) * L + pos[:, None]) * E + o_e[None, :]
+        dxc = tl.load(p_du + o_u, mask=m_te, other=0.0) + tl.dot(gx, wx, input_precision=PRECISION)
+        s = tl.sigmoid(pre)
+        dpre = tl.where(m_te, dxc * s * (1.0 + pre * (1.0 - s)), 0.0)
+        tl.store(p_du + o_u, dpre, mask=m_te)
+        xc = tl.where(m_te, xc, 0.0)
+        dwx += tl.dot(tl.trans(gx), xc, input_precision=PRECISION)
+        for k in tl.static_range(K):
+            q = pos - sgn * (K - 1 - k)
+            m_q = (q >= 0) & (q < L)
+            xk = tl.load(
+                p_x + i_b * s_xb + q[:, None] * s_xl + o_e[None, :], mask=m_q[:, None] & m_e[None, :], other=0.0
+            )
+            col = tl.sum(dpre * xk.to(tl.float32), axis=0)  # [BE]
+            dcw += tl.where(o_k[None, :] == k, col[:, None], 0.0)
+        dcw += tl.where(o_k[None, :] == K, tl.sum(dpre, axis=0)[:, None], 0.0)
+    o_w = ((i_lb * 2 + d) * P + o_p[:, None]) * E + o_e[None, :]
+    tl.store(p_dwx + o_w, dwx, mask=m_p[:, None] & m_e[None, :])
+    o_c = ((i_lb * 2 + d) * E + o_e[:, None]) * KP + o_k[None, :]
+    tl.store(p_dcw + o_c, dcw, mask=m_e[:, None])
+
+
+@triton.jit(do_not_specialize=["B", "L", "s_db"])
+def _conv_bwd_dx_kernel(
+    p_dpre,
+    p_cw,
+    p_dx,
+    B,
+    L,
+    E,
+    s_db,
+    s_dl,
+    BT: tl.constexpr,
+    BE: tl.constexpr,
+    K: tl.constexpr,
+):
+    """Grid (cdiv(L, BT), B, cdiv(E, BE)). dx[t] = sum_d sum_k w_d[k] * dpre_d[t + s_d (K-1-k)], s_0 = +1, s_1 = -1."""
+    i_t = tl.program_id(0).to(tl.int64)
+    i_b = tl.program_id(1).to(tl.int64)
+    i_e = tl.program_id(2).to(tl.int64)
+    pos = i_t * BT + tl.arange(0, BT)
+    m_t = pos < L
+    o_e = i_e * BE + tl.arange(0, BE)
+    m_e = o_e < E
+    dx = tl.zeros([BT, BE], tl.float32)
+    for d in tl.static_range(2):
+        for k in tl.static_range(K):
+            q = pos + (1 - 2 * d) * (K - 1 - k)
+            m_q = (q >= 0) & (q < L)
+            w = tl.load(p_cw + (d * E + o_e) * K + k, mask=m_e, other=0.0).to(tl.float32)
+            g = tl.load(
+                p_dpre + ((d * B + i_b) * L + q[:, None]) * E + o_e[None, :],
+                mask=m_q[:, None] & m_e[None, :],
+                other=0.0,
+            )
+            dx += w[None, :] * g
+    p_out = p_dx + i_b * s_db + pos[:, None] * s_dl + o_e[None, :]
+    tl.store(p_out, dx.to(p_dx.dtype.element_ty), mask=m_t[:, None] & m_e[None, :])
+
+
+# ----------------------------------------------------------------------------------------------- launchers
+
+_DOT_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
+def _precision() -> str:
+    """fp32 dots: three TF32 passes on tensor cores (about fp32 accuracy); the interpreter computes in fp32."""
+    return "tf32x3"
+
+
+def conv_xproj_forward(
+    x: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor, x_proj_w: torch.Tensor
+) -> torch.Tensor:
+    """x: (B, L, E) view with channel stride 1; conv_w [2, E, K]; conv_b [2, E]; x_proj_w [2, P, E].
+    Returns x_dbl [2, B, L, P] fp32 (dt rows | B | C of each direction)."""
+    batch, length, channels = x.shape
+    n_proj = x_proj_w.shape[1]
+    out = new_buffer(x, (2, batch, length, n_proj), torch.float32)
+    block_t, block_k = 32, 32
+    # 16-bit inputs multiply in their own dtype on the GPU; Triton 3.6's interpreter gets bf16 dots wrong
+    dot_dtype = torch.float32 if interpreted() else x.dtype
+    grid = (triton.cdiv(length, block_t), batch, 2)
+    compiled = _conv_xproj_fwd_kernel[grid](
+        x,
+        conv_w,
+        conv_b,
+        x_proj_w,
+        out,
+        batch,
+        length,
+        channels,
+        n_proj,
+        x.stride(0),
+        x.stride(1),
+        BT=block_t,
+        BK=block_k,
+        PP=max(16, triton.next_power_of_2(n_proj)),
+        K=conv_w.shape[-1],
+        DOT_DTYPE=_DOT_DTYPES[dot_dtype],
+        PRECISION=_precision() if dot_dtype == torch.float32 else None,
+        num_warps=8,
+    )
+    note("conv_xproj_fwd_kernel", compiled)
+    return out
+
+
+def conv_xproj_backward(
+    x: torch.Tensor,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    x_proj_w: torch.Tensor,
+    dxdbl: torch.Tensor,
+    du: torch.Tensor,
+    dx_out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of x_dbl = x_proj(silu(conv(x))) plus the scan's own du. Writes dx into ``dx_out`` (a (B, L, E)
+    view); returns d x_proj_w [2, P, E], d conv_w [2, E, K], d conv_b [2, E] (fp32). ``du`` is overwritten."""
+    batch, length, channels = x.shape
+    n_proj, kernel = x_proj_w.shape[1], conv_w.shape[-1]
+    block_t, block_e = 32, 32
+    tokens_per_prog = block_t * max(1, min(64, triton.cdiv(length, block_t)))
+    n_lblk = triton.cdiv(length, tokens_per_prog)
+    kp = triton.next_power_of_2(kernel + 1)
+    dwx = new_buffer(x, (n_lblk * batch, 2, n_proj, channels), torch.float32)
+    dcw = new_buffer(x, (n_lblk * batch, 2, channels, kp), torch.float32)
+    grid = (n_lblk * batch, triton.cdiv(channels, block_e), 2)
+    compiled = _conv_bwd_pre_kernel[grid](
+        x,
+        conv_w,
+        conv_b,
+        x_proj_w,
+        dxdbl,
+        du,
+        dwx,
+        dcw,
+        batch,
+        length,
+        channels,
+        n_proj,
+        n_lblk,
+        x.stride(0),
+        x.stride(1),
+        LB=tokens_per_prog,
+        BT=block_t,
+        BE=block_e,
+        PP=max(16, triton.next_power_of_2(n_proj)),
+        K=kernel,
+        KP=kp,
+        PRECISION=_precision(),
+        num_warps=8,
+    )
+    note("conv_bwd_pre_kernel", compiled)
+    grid = (triton.cdiv(length, block_t), batch, triton.cdiv(channels, block_e))
+    compiled = _conv_bwd_dx_kernel[grid](
+        du,
+        conv_w,
+        dx_out,
+        batch,
+        length,
+        channels,
+        dx_out.stride(0),
+        dx_out.stride(1),
+        BT=block_t,
+        BE=block_e,
+        K=kernel,
+    )
+    note("conv_bwd_dx_kernel", compiled)
+    dcw = dcw.sum(0)
+    return dwx.sum(0), dcw[..., :kernel].contiguous(), dcw[..., kernel].contiguous()

@@ -1,0 +1,342 @@
+"""Forward selective scan in Triton: chunk states, their sequential combine, and the output pass.
+
+The sequence is cut into chunks of ``CL`` positions so that batch 1 on a 16k-token tile still gives thousands of
+programs. With one chunk per sequence only the output pass runs (one exp per state element). With several:
+1. ``_chunk_state_kernel`` scans each chunk from a zero state: its end state and its total decay exp(A * sum delta);
+2. ``_chunk_combine_kernel`` walks the chunks in scan order and turns them into the state entering each chunk;
+3. ``_scan_fwd_kernel`` rescans each chunk from its entering state and writes y.
+Inside a chunk, tiles of T positions are scanned with ``tl.associative_scan`` (T steps in parallel rather than one
+loop-carried step at a time). Both directions run in one program of the output pass, on the same positions, the
+second adding to what the first wrote (the two-direction average), so no flipped copy is ever made.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .config import new_buffer, note
+from .triton_common import LOG2E, first_row, load_delta, load_params, load_rows, load_u, scan_combine, tile_positions
+
+# ----------------------------------------------------------------------------------------------- kernels
+
+
+@triton.jit(do_not_specialize=["B", "L", "n_chunks", "n_eblk", "s_xb", "s_dtd", "s_dtb", "s_bd", "s_bb", "CL"])
+def _chunk_state_kernel(
+    p_x,
+    p_dt,
+    p_b,
+    p_decay,
+    p_hloc,
+    p_cw,
+    p_cb,
+    p_dtw,
+    p_dtb,
+    p_A,
+    p_D,
+    B,
+    L,
+    E,
+    N,
+    R,
+    n_chunks,
+    n_eblk,
+    s_xb,
+    s_xl,
+    s_dtd,
+    s_dtb,
+    s_dtl,
+    s_bd,
+    s_bb,
+    s_bl,
+    CL,
+    T: tl.constexpr,
+    BE: tl.constexpr,
+    NP: tl.constexpr,
+    RP: tl.constexpr,
+    K: tl.constexpr,
+    CONV: tl.constexpr,
+    DTPROJ: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+):
+    """Grid (n_eblk * n_chunks * B, ND). Writes decay, hloc: [ND, B, n_chunks, E, N] (fp32)."""
+    pid = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1).to(tl.int64)
+    i_e = pid % n_eblk
+    i_c = (pid // n_eblk) % n_chunks
+    i_b = pid // (n_eblk * n_chunks)
+    o_e = i_e * BE + tl.arange(0, BE)
+    m_e = o_e < E
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    o_r = tl.arange(0, RP)
+    m_r = o_r < R
+    o_t = tl.arange(0, T)
+    c0 = i_c * CL
+    c1 = tl.minimum(c0 + CL, L)
+    A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
+    A2 = A * LOG2E
+    h = tl.zeros([BE, NP], tl.float32)
+    delta_sum = tl.zeros([BE], tl.float32)
+    for j in range(tl.cdiv(c1 - c0, T)):
+        pos, m_t = tile_positions(c0, c1, j, o_t, d, T)
+        u, _ = load_u(p_x, p_cw, p_cb, i_b, pos, m_t, o_e, m_e, d, L, E, s_xb, s_xl, T, BE, K, CONV)
+        delta, _, _ = load_delta(
+            p_dt, w_dt, bias, i_b, pos, m_t, o_e, m_e, o_r, m_r, d, s_dtd, s_dtb, s_dtl, DTPROJ, SOFTPLUS, True
+        )
+        b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)  # [T, NP]
+        a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # [T, BE, NP]
+        bb = (delta * u)[:, :, None] * b_t[:, None, :]
+        acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
+        h = first_row(hloc + acum * h[None, :, :], o_t, T - 1)
+        delta_sum += tl.sum(delta, axis=0)
+    o_s = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
+    m_s = m_e[:, None] & m_n[None, :]
+    tl.store(p_decay + o_s, tl.exp2(A2 * delta_sum[:, None]), mask=m_s)
+    tl.store(p_hloc + o_s, h, mask=m_s)
+
+
+@triton.jit
+def _chunk_combine_kernel(p_decay, p_state, B, n_chunks, EN, BLK: tl.constexpr, FLIP: tl.constexpr):
+    """Grid (cdiv(E*N, BLK), ND * B). In place: p_state[c] (a chunk's local end state) becomes the state entering
+    chunk c in scan order. Direction 0 walks chunks upwards, direction 1 downwards (swapped when FLIP: the
+    gradient carry runs against the scan)."""
+    i_blk = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1).to(tl.int64)
+    d = i_db // B
+    desc = (d == 1) != FLIP
+    o = i_blk * BLK + tl.arange(0, BLK)
+    m = o < EN
+    base = i_db * n_chunks * EN
+    h = tl.zeros([BLK], tl.float32)
+    for k in range(n_chunks):
+        c = tl.where(desc, n_chunks - 1 - k, k).to(tl.int64)
+        off = base + c * EN + o
+        decay = tl.load(p_decay + off, mask=m, other=1.0)
+        local = tl.load(p_state + off, mask=m, other=0.0)
+        tl.store(p_state + off, h, mask=m)
+        h = decay * h + local
+
+
+@triton.jit(
+    do_not_specialize=[
+        "B",
+        "L",
+        "n_chunks",
+        "n_eblk",
+        "s_xb",
+        "s_zb",
+        "s_dtd",
+        "s_dtb",
+        "s_bd",
+        "s_bb",
+        "s_cd",
+        "s_cb",
+        "s_yb",
+        "CL",
+    ]
+)
+def _scan_fwd_kernel(
+    p_x,
+    p_z,
+    p_dt,
+    p_b,
+    p_c,
+    p_y,
+    p_hin,
+    p_cw,
+    p_cb,
+    p_dtw,
+    p_dtb,
+    p_A,
+    p_D,
+    B,
+    L,
+    E,
+    N,
+    R,
+    n_chunks,
+    n_eblk,
+    s_xb,
+    s_xl,
+    s_zb,
+    s_zl,
+    s_dtd,
+    s_dtb,
+    s_dtl,
+    s_bd,
+    s_bb,
+    s_bl,
+    s_cd,
+    s_cb,
+    s_cl,
+    s_yb,
+    s_yl,
+    scale,
+    CL,
+    T: tl.constexpr,
+    BE: tl.constexpr,
+    NP: tl.constexpr,
+    RP: tl.constexpr,
+    K: tl.constexpr,
+    ND: tl.constexpr,
+    CONV: tl.constexpr,
+    DTPROJ: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_INIT: tl.constexpr,
+):
+    """Grid (n_eblk * n_chunks * B,). y[b, t, e] = scale * sum_d (C_t . h_t + D u_t) * silu(z_t), both directions
+    in this program on the same positions (the second direction reads back what the first wrote)."""
+    pid = tl.program_id(0).to(tl.int64)
+    i_e = pid % n_eblk
+    i_c = (pid // n_eblk) % n_chunks
+    i_b = pid // (n_eblk * n_chunks)
+    o_e = i_e * BE + tl.arange(0, BE)
+    m_e = o_e < E
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    o_r = tl.arange(0, RP)
+    m_r = o_r < R
+    o_t = tl.arange(0, T)
+    c0 = i_c * CL
+    c1 = tl.minimum(c0 + CL, L)
+    n_tiles = tl.cdiv(c1 - c0, T)
+    for d in tl.static_range(ND):
+        A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
+        A2 = A * LOG2E
+        if HAS_INIT:
+            o_h = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
+            h = tl.load(p_hin + o_h, mask=m_e[:, None] & m_n[None, :], other=0.0)
+        else:
+            h = tl.zeros([BE, NP], tl.float32)
+        for j in range(n_tiles):
+            pos, m_t = tile_positions(c0, c1, j, o_t, d, T)
+            u, _ = load_u(p_x, p_cw, p_cb, i_b, pos, m_t, o_e, m_e, d, L, E, s_xb, s_xl, T, BE, K, CONV)
+            delta, _, _ = load_delta(
+                p_dt, w_dt, bias, i_b, pos, m_t, o_e, m_e, o_r, m_r, d, s_dtd, s_dtb, s_dtl, DTPROJ, SOFTPLUS, True
+            )
+            b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)  # [T, NP]
+            c_t = load_rows(p_c, i_b, pos, m_t, o_n, m_n, d, s_cd, s_cb, s_cl)  # [T, NP]
+            a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # [T, BE, NP]
+            bb = (delta * u)[:, :, None] * b_t[:, None, :]
+            acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
+            hs = hloc + acum * h[None, :, :]  # [T, BE, NP] states after each step
+            y = tl.sum(hs * c_t[:, None, :], axis=2) + u * Dv[None, :]  # [T, BE]
+            if HAS_Z:
+                z = load_rows(p_z, i_b, pos, m_t, o_e, m_e, 0, 0, s_zb, s_zl)
+                y = y * z * tl.sigmoid(z)
+            y = y * scale
+            p_yt = p_y + i_b * s_yb + pos[:, None] * s_yl + o_e[None, :]
+            m_y = m_t[:, None] & m_e[None, :]
+            if d > 0:
+                y += tl.load(p_yt, mask=m_y, other=0.0).to(tl.float32)
+            tl.store(p_yt, y.to(p_y.dtype.element_ty), mask=m_y)
+            h = first_row(hs, o_t, T - 1)
+        if d + 1 < ND:
+            tl.debug_barrier()  # the next direction reads back this direction's y
+
+
+# ----------------------------------------------------------------------------------------------- launchers
+
+
+def chunk_states(src: dict, cfg: dict, *, reverse_carry: bool = False, grad: bool = False) -> torch.Tensor:
+    """State entering every chunk, [ND, B, n_chunks, E, N] fp32 (forward states, or with ``grad`` the gradient
+    carried into each chunk from the chunks after it in scan order)."""
+    from .scan_bwd import launch_grad_chunk_state
+
+    nd, batch, n_chunks, channels, n = src["ND"], src["B"], cfg["n_chunks"], src["E"], src["N"]
+    decay = new_buffer(src["u"], (nd, batch, n_chunks, channels, n), torch.float32)
+    state = new_buffer(decay, decay.shape)
+    if grad:
+        launch_grad_chunk_state(src, cfg, decay, state)
+    else:
+        grid = (cfg["n_eblk"] * n_chunks * batch, nd)
+        compiled = _chunk_state_kernel[grid](
+            src["u"],
+            src["dt"],
+            src["b"],
+            decay,
+            state,
+            src["conv_w"],
+            src["conv_b"],
+            src["dt_w"],
+            src["dt_bias"],
+            src["A"],
+            src["D"],
+            batch,
+            src["L"],
+            channels,
+            n,
+            src["R"],
+            n_chunks,
+            cfg["n_eblk"],
+            *src["s_u"],
+            *src["s_dt"],
+            *src["s_b"],
+            **_meta(src, cfg),
+            num_warps=cfg["num_warps"],
+        )
+        note("chunk_state_kernel", compiled)
+    block = 256
+    grid = (triton.cdiv(channels * n, block), nd * batch)
+    _chunk_combine_kernel[grid](decay, state, batch, n_chunks, channels * n, BLK=block, FLIP=reverse_carry)
+    return state
+
+
+def scan_forward(src: dict, cfg: dict, y: torch.Tensor, h_in: torch.Tensor | None) -> torch.Tensor:
+    """Write y (B, L, E) from the scan sources; ``h_in`` are the chunk-entering states (None for one chunk)."""
+    grid = (cfg["n_eblk"] * cfg["n_chunks"] * src["B"],)
+    compiled = _scan_fwd_kernel[grid](
+        src["u"],
+        src["z"],
+        src["dt"],
+        src["b"],
+        src["c"],
+        y,
+        h_in if h_in is not None else y,
+        src["conv_w"],
+        src["conv_b"],
+        src["dt_w"],
+        src["dt_bias"],
+        src["A"],
+        src["D"],
+        src["B"],
+        src["L"],
+        src["E"],
+        src["N"],
+        src["R"],
+        cfg["n_chunks"],
+        cfg["n_eblk"],
+        *src["s_u"],
+        *src["s_z"],
+        *src["s_dt"],
+        *src["s_b"],
+        *src["s_c"],
+        y.stride(0),
+        y.stride(1),
+        1.0 / src["ND"],
+        ND=src["ND"],
+        HAS_Z=src["z"] is not None,
+        HAS_INIT=h_in is not None,
+        **_meta(src, cfg),
+        num_warps=cfg["num_warps"],
+    )
+    note("scan_fwd_kernel", compiled)
+    return y
+
+
+def _meta(src: dict, cfg: dict) -> dict:
+    """Compile-time constants shared by the scan kernels."""
+    return dict(
+        CL=cfg["chunk_len"],
+        T=cfg["block_t"],
+        BE=cfg["block_e"],
+        NP=triton.next_power_of_2(src["N"]),
+        RP=triton.next_power_of_2(max(src["R"], 1)),
+        K=src["K"],
+        CONV=src["conv"],
+        DTPROJ=src["dtproj"],
+        SOFTPLUS=src["softplus"],
+    )

@@ -1,0 +1,239 @@
+"""The OME-Zarr store: NGFF 0.4 that ome-zarr-py reads, labels aligned with the image at every level,
+pyramids built in bounded blocks, written under a temporary name and resumable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vimscope.config import ClassSpec
+from vimscope.types import Box
+from vimscope.writers import pyramid
+from vimscope.writers.omezarr import OmeZarrWriter, register_codecs
+
+CLASSES = [ClassSpec("background", [0, 0, 0]), ClassSpec("tumor", [200, 0, 0]), ClassSpec("stroma", [0, 160, 0])]
+SHAPE = (600, 700)  # odd sizes on purpose: levels end in partial chunks
+CHUNK = 128
+
+
+def synthetic(shape=SHAPE, seed=0):
+    """A smooth RGB image (JPEG-friendly), a class map and instance ids made of 2x2-constant blocks."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([(yy * 0.3) % 256, (xx * 0.3) % 256, ((yy + xx) * 0.2) % 256], -1).astype(np.uint8)
+    coarse = rng.integers(0, 3, (h // 2 + 1, w // 2 + 1)).astype(np.uint8)
+    classes = np.kron(coarse, np.ones((2, 2), np.uint8))[:h, :w]
+    nuclei = np.kron(rng.integers(0, 1000, (h // 2 + 1, w // 2 + 1)), np.ones((2, 2), np.int64))[:h, :w]
+    probs = np.stack([(classes == k) * 255 for k in range(3)], -1).astype(np.uint8)
+    return image, classes, nuclei.astype(np.uint32), probs
+
+
+def write_store(path, *, image=True, pyramid_mode="post", bands=None, features=True, **kw):
+    img, cls, nuc, probs = synthetic()
+    writer = OmeZarrWriter(
+        path,
+        out_shape=SHAPE,
+        scale_um=0.5,
+        classes=CLASSES,
+        image=image,
+        probabilities=3,
+        features=8 if features else None,
+        instances=True,
+        chunk=CHUNK,
+        metadata={"model": "vim_test", "checkpoint_sha256": "ab" * 32, "tile": 512, "halo": 32, "mpp": 0.5},
+        pyramid=pyramid_mode,
+        **kw,
+    )
+    h, w = SHAPE
+    band = 2 * CHUNK
+    for y in range(0, h, band):
+        if bands is not None and y // band not in bands:
+            continue
+        for x in range(0, w, band):
+            b = Box(x, y, min(band, w - x), min(band, h - y))
+            sl = (slice(b.y, b.y1), slice(b.x, b.x1))
+            if image:
+                writer.write_block("image", b, img[sl])
+            writer.write_block("classes", b, cls[sl])
+            writer.write_block("nuclei", b, nuc[sl])
+            writer.write_block("probabilities", b, probs[sl])
+            if features:
+                fb = writer.grid_box("features", b)
+                feats = np.full((fb.h, fb.w, 8), fb.x + fb.y, np.float16)
+                writer.write_block("features", b, feats)
+        writer.flush()
+        writer.mark_done(f"band-{y // band}")
+    return writer
+
+
+def _transforms(meta):
+    """(scale, translation) of y/x per level, from ome-zarr-py node metadata or a raw multiscales entry."""
+    levels = meta.get("coordinateTransformations") or [d["coordinateTransformations"] for d in meta["datasets"]]
+    out = []
+    for level in levels:
+        scale = next(t["scale"] for t in level if t["type"] == "scale")
+        trans = next((t["translation"] for t in level if t["type"] == "translation"), [0.0] * len(scale))
+        out.append((tuple(scale[-2:]), tuple(trans[-2:])))
+    return out
+
+
+def test_store_opens_with_ome_zarr_py_and_labels_align(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    writer = write_store(tmp_path / "slide.ome.zarr")
+    assert not writer.final_path.exists() and writer.partial_path.is_dir()
+    stats = writer.finalize()
+    final = writer.commit()
+    assert final.is_dir() and not writer.partial_path.exists()
+
+    register_codecs()  # readers of the JPEG image copy need the imagecodecs codec
+    nodes = {node.zarr.path.rstrip("/").split("/")[-1]: node for node in Reader(parse_url(str(final)))()}
+    image, classes, nuclei = nodes["slide.ome.zarr"], nodes["classes"], nodes["nuclei"]
+    assert len(image.data) == len(classes.data) == len(nuclei.data) == writer.levels >= 3
+    image_tf = _transforms(image.metadata)
+    assert image_tf[0] == ((0.5, 0.5), (0.0, 0.0))
+    for label in (classes, nuclei):
+        assert _transforms(label.metadata) == image_tf, "labels and image differ in scale or translation"
+        for lvl_img, lvl_lab in zip(image.data, label.data):
+            assert tuple(lvl_img.shape[-2:]) == tuple(lvl_lab.shape)
+    # colours and names of the classes
+    assert classes.metadata["color"][1] == pytest.approx([200 / 255, 0, 0, 1])
+    props = classes.zarr.root_attrs["image-label"]["properties"]
+    assert [p["class"] for p in props] == ["background", "tumor", "stroma"]
+
+    img, cls, nuc, probs = synthetic()
+    np.testing.assert_array_equal(np.asarray(classes.data[0]), cls)
+    np.testing.assert_array_equal(np.asarray(nuclei.data[0]), nuc)
+    np.testing.assert_array_equal(np.asarray(classes.data[1]), cls[::2, ::2])  # 2x2-constant: mode is exact
+    level0 = np.moveaxis(np.asarray(image.data[0]), 0, -1).astype(np.int16)
+    assert np.abs(level0 - img).mean() < 3  # JPEG, quality 90
+    level1 = np.asarray(image.data[1]).astype(np.float32)
+    expect1 = np.moveaxis(img.astype(np.float32).reshape(300, 2, 350, 2, 3).mean((1, 3)), -1, 0)
+    assert np.abs(level1 - expect1).mean() < 3
+    assert stats["class_pixels"] == {n: int((cls == i).sum()) for i, n in enumerate(["background", "tumor", "stroma"])}
+
+
+def test_store_validates_against_ngff_04_models(tmp_path):
+    import zarr
+    from ome_zarr_models.v04.image import Image
+    from ome_zarr_models.v04.image_label import ImageLabel
+
+    writer = write_store(tmp_path / "s.ome.zarr")
+    writer.finalize()
+    group = zarr.open_group(str(writer.commit()), mode="r", zarr_format=2)
+    assert group.metadata.zarr_format == 2
+    Image.from_zarr(group)
+    ImageLabel.from_zarr(group["labels/classes"])
+    ImageLabel.from_zarr(group["labels/nuclei"])
+    # probabilities and features: their own multiscale groups, features at the token grid's scale
+    Image.from_zarr(group["probabilities"])
+    feats = group["features"]
+    Image.from_zarr(feats)
+    ms = feats.attrs["multiscales"][0]
+    assert _transforms(ms)[0] == ((0.5 * 16, 0.5 * 16), (0.5 * 15 / 2, 0.5 * 15 / 2))
+    assert ms["metadata"]["vimscope"]["checkpoint_sha256"] == "ab" * 32
+    assert feats["0"].dtype == np.float16 and feats["0"].shape == (8, 38, 44)
+    assert group["probabilities"].attrs["channel_names"] == ["background", "tumor", "stroma"]
+    # features: each token-grid block holds the value it was written with
+    assert float(feats["0"][0, 16, 16]) == 16 + 16
+
+
+def test_no_image_copy_writes_standalone_label_images(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    writer = write_store(tmp_path / "s.ome.zarr", image=False, features=False)
+    writer.finalize()
+    final = writer.commit()
+    root = json.loads((final / ".zattrs").read_text())
+    assert "multiscales" not in root and root["vimscope"]["complete"] is True
+    (node,) = list(Reader(parse_url(str(final / "classes")))())
+    assert len(node.data) == writer.levels
+    assert _transforms(node.metadata)[1] == ((1.0, 1.0), (0.25, 0.25))
+    _, cls, _, _ = synthetic()
+    np.testing.assert_array_equal(np.asarray(node.data[0]), cls)
+
+
+def test_incremental_pyramid_equals_post_pass(tmp_path):
+    import zarr
+
+    a = write_store(tmp_path / "a.ome.zarr", pyramid_mode="post", image=False)
+    b = write_store(tmp_path / "b.ome.zarr", pyramid_mode="incremental", image=False)
+    # incremental: the coarse levels are already current after each flush, before finalize
+    lvl2 = np.asarray(b.array("classes", 2))
+    sa, sb = a.finalize(), b.finalize()
+    assert sa["class_pixels"] == sb["class_pixels"]
+    ga = zarr.open_group(str(a.commit()), mode="r")
+    gb = zarr.open_group(str(b.commit()), mode="r")
+    for name in ("classes", "nuclei", "probabilities", "features"):
+        for level in range(len(ga[name].attrs["multiscales"][0]["datasets"])):
+            np.testing.assert_array_equal(ga[f"{name}/{level}"][...], gb[f"{name}/{level}"][...], f"{name}/{level}")
+    np.testing.assert_array_equal(lvl2, ga["classes/2"][...])
+
+
+def test_pyramid_post_pass_reads_bounded_blocks(monkeypatch):
+    """The post-pass never reads more than its block budget of a level at once."""
+    shapes = pyramid.level_shapes((1000, 3000), 4)
+    reads = []
+
+    def read(level, box):
+        reads.append((level, box))
+        return np.zeros((box.h, box.w), np.uint8)
+
+    budget = 64 * 64 * 4 * 4 * 4  # four 64-px chunks' worth of input at 4 bytes per pixel, x4
+    monkeypatch.setattr(pyramid, "BLOCK_BYTES", budget)
+    pyramid.build_region(read, lambda *a: None, pyramid.downsample_mode, shapes, 64, bytes_per_px=4)
+    assert max(box.area for _, box in reads) * 4 <= budget
+    level0 = [box for level, box in reads if level == 0]
+    assert sum(b.area for b in level0) == 1000 * 3000  # level 0 read once, block by block
+    assert len(level0) > 20
+
+
+def test_resume_keeps_written_bands_and_rejects_other_layouts(tmp_path):
+    path = tmp_path / "r.ome.zarr"
+    first = write_store(path, bands={0, 1}, features=False)
+    assert first.done() == {"band-0", "band-1"}
+    del first
+    again = write_store(path, bands={2}, features=False, resume=True)
+    assert again.resumed and again.done() == {"band-0", "band-1", "band-2"}
+    _, cls, _, _ = synthetic()
+    np.testing.assert_array_equal(np.asarray(again.array("classes")), cls)
+    # a different layout (here: chunk size) starts over instead of mixing two runs
+    other = OmeZarrWriter(path, out_shape=SHAPE, scale_um=0.5, classes=CLASSES, chunk=64, resume=True)
+    assert not other.resumed and other.done() == set()
+    assert not np.asarray(other.array("classes")).any()
+
+
+def test_block_checks(tmp_path):
+    w = OmeZarrWriter(tmp_path / "c.ome.zarr", out_shape=(100, 120), scale_um=1.0, classes=CLASSES, chunk=64)
+    with pytest.raises(ValueError, match="shape"):
+        w.write_block("classes", Box(0, 0, 64, 64), np.zeros((64, 63), np.uint8))
+    with pytest.raises(ValueError, match="not inside"):
+        w.write_block("classes", Box(100, 0, 64, 64), np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="no 'nuclei' output"):
+        w.write_block("nuclei", Box(0, 0, 64, 64), np.zeros((64, 64), np.uint32))
+    with pytest.raises(ValueError, match="multiple of feature_stride"):
+        OmeZarrWriter(tmp_path / "d.ome.zarr", out_shape=(100, 120), scale_um=1.0, classes=CLASSES, chunk=72)
+
+
+def test_commit_refuses_to_replace_without_overwrite(tmp_path):
+    from vimscope.errors import OutputError
+
+    path = tmp_path / "o.ome.zarr"
+    for attempt in range(2):
+        w = OmeZarrWriter(path, out_shape=(64, 64), scale_um=1.0, classes=CLASSES, chunk=64, image=False)
+        w.write_block("classes", Box(0, 0, 64, 64), np.full((64, 64), attempt + 1, np.uint8))
+        w.finalize()
+        if attempt == 0:
+            w.commit()
+    with pytest.raises(OutputError, match="already exists"):
+        w.commit()
+    w.commit(overwrite=True)
+    import zarr
+
+    assert zarr.open_array(str(path / "classes" / "0"), mode="r")[0, 0] == 2
+    assert not w.partial_path.exists()

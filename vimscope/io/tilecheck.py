@@ -1,0 +1,100 @@
+"""Damage checks on the raw tiles of a TIFF before they are decoded, shared by the TIFF-based backends.
+
+A tile is damaged when its bytes run past the end of the file, or (JPEG) when ``jpegcheck`` finds what libjpeg
+would warn about. Each tile is checked once per reader; the verdicts are shared by all threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+from vimscope.errors import DamagedTileError
+from vimscope.types import Box
+
+JPEG = 7
+
+
+class TileChecker:
+    """Checks the tiles of one TIFF file; ``check`` raises DamagedTileError naming the damaged tiles."""
+
+    def __init__(self, source: str, label: str):
+        self.source = source
+        self.label = label
+        self._state: dict[tuple[int, int], np.ndarray] = {}  # 0 unknown, 1 good, 2 damaged
+        self._lock = threading.Lock()
+
+    def _relevant_pages(self, series, level: int, bands: list[int]) -> list[tuple[int, object]]:
+        """(position, page) of the level's pages that hold the requested bands at index 0 of other axes."""
+        lvl = series.levels[level]
+        pages = lvl.pages
+        page_axes = lvl.keyframe.axes
+        grid = [(a, int(n)) for a, n in zip(lvl.axes, lvl.shape) if a not in page_axes]
+        if not grid or len(pages) != math.prod(n for _, n in grid):
+            return [(0, pages[0])]
+        choices = [sorted(set(bands)) if a == "C" and "S" not in lvl.axes else [0] for a, _ in grid]
+        positions = np.ravel_multi_index(np.meshgrid(*choices, indexing="ij"), [n for _, n in grid]).ravel()
+        return [(int(p), pages[int(p)]) for p in positions if pages[int(p)] is not None]
+
+    def _segments(self, page, box: Box) -> list[tuple[int, Box]]:
+        """(segment index, segment box in level pixels) of the tiles or strips of ``page`` that ``box`` touches."""
+        kf = page.keyframe
+        width, height = int(kf.imagewidth), int(kf.imagelength)
+        if kf.is_tiled:
+            tw, th = int(kf.tilewidth), int(kf.tilelength)
+        else:
+            tw, th = width, int(min(kf.rowsperstrip or height, height))
+        nx, ny = math.ceil(width / tw), math.ceil(height / th)
+        out = []
+        for ty in range(box.y // th, (box.y1 - 1) // th + 1):
+            for tx in range(box.x // tw, (box.x1 - 1) // tw + 1):
+                seg = Box(tx * tw, ty * th, min(tw, width - tx * tw), min(th, height - ty * th))
+                out.append((ty * nx + tx, seg))
+        planes = int(kf.samplesperpixel) if int(kf.planarconfig) == 2 else 1
+        return [(p * nx * ny + i, seg) for p in range(planes) for i, seg in out]
+
+    def check(self, tif, series, box: Box, level: int, bands: list[int]) -> None:
+        from vimscope.io.jpegcheck import check_jpeg
+
+        size = os.stat(self.source).st_size  # now, not at open: a file cut short while open is caught too
+        damaged: list[tuple[Box, str]] = []
+        for position, page in self._relevant_pages(series, level, bands):
+            kf = page.keyframe
+            if kf.is_ndpi:
+                continue  # one big restart-marked JPEG per page; its strips are not separate streams
+            key = (level, position)
+            offsets, counts = page.dataoffsets, page.databytecounts
+            state = self._state.get(key)
+            if state is None:
+                with self._lock:
+                    state = self._state.setdefault(key, np.zeros(len(offsets), np.int8))
+            is_jpeg = int(kf.compression) == JPEG
+            for index, seg in self._segments(page, box):
+                if index >= len(offsets) or state[index] == 1:
+                    continue
+                if state[index] == 2:
+                    damaged.append((seg, "damaged earlier"))
+                    continue
+                offset, count = int(offsets[index]), int(counts[index])
+                problem = None
+                if count and offset + count > size:
+                    problem = "tile data runs past the end of the file"
+                elif count and is_jpeg:
+                    fh = tif.filehandle
+                    with fh.lock:
+                        fh.seek(offset)
+                        raw = fh.read(count)
+                    problem = check_jpeg(raw, kf.jpegtables)
+                state[index] = 2 if problem else 1
+                if problem:
+                    damaged.append((seg, problem))
+        if damaged:
+            raise DamagedTileError(
+                f"{self.label}: {len(damaged)} damaged tile(s) in {box.to_list()} at level {level}: {damaged[0][1]}",
+                box,
+                level,
+                tiles=[seg for seg, _ in damaged],
+            )

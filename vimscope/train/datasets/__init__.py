@@ -1,0 +1,32 @@
+"""Labelled datasets: every loader returns ``LabelledImage`` objects (image + class / instance maps in memory).
+
+Kinds (the ``kind`` of a ``data:`` entry): ``folder`` (image/mask pairs), ``slides`` (slides + QuPath GeoJSON),
+``monuseg``, ``miccai2015``, ``cryonuseg``, ``vector`` (GeoTIFF + GeoJSON footprints), ``raster_mask`` (GeoTIFF
++ label raster) and ``pack`` (a training pack). Loaded lazily: none of them imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "LabelledImage": "vimscope.train.datasets.base",
+    "LoadContext": "vimscope.train.datasets.base",
+    "LOADERS": "vimscope.train.datasets.base",
+    "load_source": "vimscope.train.datasets.base",
+    "load_sources": "vimscope.train.datasets.base",
+    "choose_validation": "vimscope.train.datasets.split",
+    "split_images": "vimscope.train.datasets.split",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vimscope.train.datasets' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,99 @@
+"""Class regions of a whole slide as polygons, band by band, with regions that cross band borders merged.
+
+The class map is read in full-width row bands (never whole). A region that does not reach the band's lower edge
+is complete and is yielded at once; one that does is kept open and merged (shapely union; coordinates are whole
+pixel corners, so the union is exact) with the pieces of the next band that share an edge with it. Regions are
+4-connected, as in ``polygons.label_polygons``: the result equals polygonising the whole map at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import shapely
+
+from vimscope.types import Box
+from vimscope.writers.polygons import MAX_REGION_SIMPLIFY, _transform, label_polygons
+
+
+def iter_class_regions(
+    read: Callable[[Box], np.ndarray],
+    out_shape: tuple[int, int],
+    *,
+    band_height: int = 1024,
+    background: int | None = 0,
+    simplify: float = MAX_REGION_SIMPLIFY,
+    offset: Sequence[float] = (0.0, 0.0),
+    scale: float = 1.0,
+    transform: Sequence[float] | None = None,
+) -> Iterator[tuple[int, shapely.Polygon]]:
+    """Yield ``(class value, polygon)`` for every region of the class map ``read(box)`` returns.
+
+    ``offset``/``scale``/``transform`` map output pixels to level-0 pixels or map units as in ``label_polygons``;
+    ``simplify`` (output pixels, at most 0.5 for region outlines) is applied to finished regions.
+    """
+    if simplify > MAX_REGION_SIMPLIFY:
+        raise ValueError(f"region outlines are simplified by at most {MAX_REGION_SIMPLIFY} px")
+    h, w = out_shape
+    open_pieces: list[tuple[int, shapely.Polygon]] = []
+
+    def finish(value, poly):
+        poly = shapely.simplify(poly, simplify, preserve_topology=True) if simplify else poly
+        return value, _transform(poly, offset, scale, transform)
+
+    for y in range(0, h, band_height):
+        band = Box(0, y, w, min(band_height, h - y))
+        pieces = list(label_polygons(np.asarray(read(band)), (0, band.y), 1.0, background=background))
+        border = shapely.LineString([(0, band.y), (w, band.y)])
+        merged, still_open = _merge_across(open_pieces, pieces, border)
+        for value, poly in still_open:  # open regions nothing in this band continued: complete
+            yield finish(value, poly)
+        open_pieces = []
+        bottom = shapely.LineString([(0, band.y1), (w, band.y1)])
+        for value, poly in merged:
+            if band.y1 < h and poly.boundary.intersection(bottom).length > 0:
+                open_pieces.append((value, poly))
+            else:
+                yield finish(value, poly)
+    for value, poly in open_pieces:
+        yield finish(value, poly)
+
+
+def _merge_across(open_pieces, pieces, border):
+    """Union each new piece with the open pieces of its class it shares a stretch of ``border`` with."""
+    if not open_pieces:
+        return pieces, []
+    parent = list(range(len(open_pieces) + len(pieces)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    tree = shapely.STRtree([p for _, p in open_pieces])
+    n_open = len(open_pieces)
+    for j, (value, poly) in enumerate(pieces):
+        edge = poly.boundary.intersection(border)
+        if edge.length == 0:
+            continue
+        for i in tree.query(edge):
+            ov, op = open_pieces[i]
+            if ov == value and op.boundary.intersection(edge).length > 0:
+                parent[find(n_open + j)] = find(int(i))
+    groups: dict[int, list[int]] = {}
+    for k in range(len(parent)):
+        groups.setdefault(find(k), []).append(k)
+    merged, untouched = [], []
+    everything = open_pieces + pieces
+    for members in groups.values():
+        if len(members) == 1:
+            k = members[0]
+            (untouched if k < n_open else merged).append(everything[k])
+            continue
+        value = everything[members[0]][0]
+        union = shapely.union_all([everything[k][1] for k in members])
+        for part in shapely.get_parts(union):
+            merged.append((value, shapely.simplify(part, 0)))  # drops the collinear vertices left on the seam
+    return merged, untouched
