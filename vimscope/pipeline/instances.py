@@ -7,6 +7,7 @@ overlapping row cells (``postprocess.bands``: each object belongs to the cell ho
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -66,10 +67,13 @@ def run_instances(ctx, cell_height: int) -> dict:
                 spec = ctx.classes[cls]
                 area0 = obj.area * scale * scale  # level-0 px²
                 origin = (obj.box.x * scale, obj.box.y * scale)
+                feature_id = str(uuid.uuid4())  # joins the detection, its table row and its label (obj.id)
                 for _, geom in instance_polygons(obj.mask.astype(np.uint32), origin, scale):
                     gj.add(
                         qupath_feature(
                             geom,
+                            id=feature_id,
+                            properties={"label": int(obj.id)},
                             object_type="detection",
                             name=spec.name,
                             color=spec.color,
@@ -81,7 +85,8 @@ def run_instances(ctx, cell_height: int) -> dict:
                     )
                 table.add(
                     {
-                        "id": obj.id,
+                        "id": feature_id,
+                        "label": int(obj.id),
                         "centroid_x": obj.centroid[0] * scale,
                         "centroid_y": obj.centroid[1] * scale,
                         "area": area0 * px * px if px else float(area0),
