@@ -29,7 +29,19 @@ def _valid_geojson(path):
 
 def test_cogeo_outputs_geotiff_ome_tiff_geojson_preview_summary(tmp_path):
     src = shared_path("data/aerial/cogeo.tif")
-    rc = main(["segment", str(src), "-o", str(tmp_path), "--format", "geotiff", "--format", "ome-tiff", "-q"])
+    args = [
+        "segment",
+        str(src),
+        "-o",
+        str(tmp_path),
+        "--model",
+        "vim_test",
+        "--format",
+        "geotiff",
+        "--format",
+        "ome-tiff",
+    ]
+    rc = main([*args, "-q"])
     assert rc == 0
 
     from vimscope.writers.geotiff import read_georeference

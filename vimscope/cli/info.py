@@ -181,8 +181,28 @@ def _render(console, d: dict) -> None:
     console.print()
 
 
+def describe_model(name: str) -> dict:
+    """A model's IO contract and licence (what `summary.json` records), without loading its weights."""
+    from vimscope.models import load_spec
+
+    spec = load_spec(name)
+    return {
+        "model": spec.name,
+        "trained": spec.trained,
+        "license": spec.license,
+        "output": spec.output,
+        "mpp": spec.mpp,
+        "tile": spec.tile,
+        "halo": spec.halo,
+        "classes": [c.name for c in spec.classes],
+        "weights": spec.weights,
+        "description": spec.description,
+    }
+
+
 @click.command(name="info")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=False)
+@click.option("--model", "model_name", default=None, help="Also describe this model: IO contract and licence.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, one object per path) instead of tables.")
 @click.option(
     "--mpp",
@@ -196,8 +216,19 @@ def _render(console, d: dict) -> None:
 @click.option("--region", default=None, metavar="X,Y,W,H", help="Count tiles only in this level-0 box.")
 @click.option("--require-mpp", is_flag=True, help="Fail (exit 7) when an image has no pixel size.")
 @click.pass_context
-def info(ctx, paths, as_json, mpp, target_mpp, tile, halo, region, require_mpp):
+def info(ctx, paths, model_name, as_json, mpp, target_mpp, tile, halo, region, require_mpp):
     """Describe slides and rasters: levels, pixel size, vendor, CRS, bands; tiles and tissue with --target-mpp."""
+    if not paths and model_name is None:
+        raise click.UsageError("give a slide path, or --model NAME")
+    if model_name is not None:
+        m = describe_model(model_name)
+        if as_json and not paths:
+            click.echo(json.dumps(m, indent=2))
+        elif not as_json:
+            for key, value in m.items():
+                click.echo(f"{key + ':':<13}{value}")
+        if not paths:
+            return
     boxes = None if region is None else [_parse_box(region)]
     results, errors = [], []
     for path in paths:
@@ -220,7 +251,7 @@ def info(ctx, paths, as_json, mpp, target_mpp, tile, halo, region, require_mpp):
             click.echo(f"vimscope: error: {e}", err=True)
             results.append({"path": path, "error": str(e), "error_type": type(e).__name__, "exit_code": e.exit_code})
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps(results + ([describe_model(model_name)] if model_name else []), indent=2))
     else:
         from rich.console import Console
 

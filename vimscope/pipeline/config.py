@@ -16,7 +16,7 @@ from pathlib import Path
 from vimscope.config import from_dict, load_yaml, packaged_config
 from vimscope.errors import ConfigError
 
-DEFAULT_MODEL = "vim_test"  # until a trained default ships; every run on an untrained model says so
+DEFAULT_MODEL = "vim_tiny_nuclei"  # shipped in vimscope/weights; a run on an untrained model says so
 OUTPUTS = ("image", "classes", "probabilities", "features", "nuclei", "geojson", "preview", "summary")
 FORMATS = ("ome-zarr", "ome-tiff", "geotiff")
 STITCH_MODES = ("crop", "cosine", "gaussian")

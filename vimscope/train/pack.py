@@ -10,6 +10,7 @@ for class maps, and zstd-compressed raw arrays for everything else (multi-band r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import zipfile
@@ -86,14 +87,21 @@ def encode(array: np.ndarray, codec: str) -> bytes:
 
 
 def decode(data: bytes, codec: str, dtype: str, shape: list[int]) -> np.ndarray:
-    import imagecodecs
+    if codec not in CODECS:
+        raise ConfigError(f"unknown codec {codec!r} in pack")
+    try:
+        import imagecodecs
+    except ImportError:  # a GPU machine without imagecodecs: Pillow reads WebP and PNG packs (uint16 PNG too)
+        if codec not in ("webp", "png"):
+            raise ConfigError(f"this pack uses {codec}, which needs imagecodecs; build it with --codec webp") from None
+        from PIL import Image
 
+        a = np.asarray(Image.open(io.BytesIO(data)))
+        return a.astype(dtype, copy=False).reshape(shape)
     if codec == "zstd":
         a = np.frombuffer(imagecodecs.zstd_decode(data), dtype=dtype).reshape(shape)
-    elif codec in ("jpegxl", "webp", "png"):
-        a = getattr(imagecodecs, f"{codec}_decode")(data)
     else:
-        raise ConfigError(f"unknown codec {codec!r} in pack")
+        a = getattr(imagecodecs, f"{codec}_decode")(data)
     a = np.asarray(a).astype(dtype, copy=False).reshape(shape)
     return a
 
