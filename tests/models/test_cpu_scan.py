@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vimscope_kernels import bimamba_inner
 from vimscope_kernels.selective_scan.cpu import bimamba_inner_cpu
 from vimscope_kernels.selective_scan.naive import bimamba_inner_ref
-
-from vimscope.models import scan as model_scan
 
 
 def _mixer_inputs(batch: int, length: int, channels: int, d_state: int, rank: int, seed: int = 0):
@@ -78,14 +77,13 @@ def test_cpu_forward_rejects_malformed_input():
         bimamba_inner_cpu(torch.randn(1, 5, 18), *inputs[1:])
 
 
-def test_fallback_uses_the_fast_path_without_grad_and_the_reference_with_grad(monkeypatch):
-    """Until the kernel package's dispatcher exists, models pick the CPU forward or the autograd reference."""
-    monkeypatch.setattr(model_scan, "kernel_op", lambda: None)
+def test_dispatcher_uses_the_fast_path_without_grad_and_the_reference_with_grad():
+    """On CPU tensors the kernel package's op picks the numba forward, or the autograd reference for training."""
     inputs = _mixer_inputs(1, 9, 8, 4, rank=1)
     with torch.no_grad():
-        fast = model_scan.bimamba_inner(*inputs)
+        fast = bimamba_inner(*inputs)
     xz = inputs[0].clone().requires_grad_(True)
-    slow = model_scan.bimamba_inner(xz, *inputs[1:])
+    slow = bimamba_inner(xz, *inputs[1:])
     assert slow.grad_fn is not None and fast.grad_fn is None
     assert _rel(fast, slow.detach()) < 2e-6
     slow.sum().backward()

@@ -11,9 +11,9 @@ import math
 
 import torch
 from torch import nn
+from vimscope_kernels import bimamba_inner
 
 from vimscope.models.layers import DropPath, RMSNorm
-from vimscope.models.scan import bimamba_inner
 
 __all__ = ["BiMambaMixer", "VimBlock"]
 
