@@ -96,9 +96,9 @@ class RunProgress:
                 self._last_log = time.monotonic()
                 task = self._progress.tasks[self._task]
                 speed = task.speed or 0.0
-                eta = (event.total - event.done) / speed if speed else float("nan")
+                eta = f"{(event.total - event.done) / speed:.0f} s" if speed else "unknown"
                 self.console.print(
-                    f"{self.label}: {event.done}/{event.total} tiles, {speed:.2f} tiles/s, ETA {eta:.0f} s",
+                    f"{self.label}: {event.done}/{event.total} tiles, {speed:.2f} tiles/s, ETA {eta}",
                     highlight=False,
                 )
         elif event.stage == "write" and self._task is not None:
