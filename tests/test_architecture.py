@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (path prefix relative to ROOT, layer); the longest matching prefix wins.
 LAYERS = [
     ("vimscope/__init__.py", 0),
+    ("vimscope/_lazy.py", 0),
     ("vimscope/__main__.py", 4),
     ("vimscope/types.py", 0),
     ("vimscope/config.py", 0),
@@ -39,6 +40,7 @@ LAYERS = [
 
 # module prefix -> layer of the code it names
 MODULE_LAYER = [
+    ("vimscope._lazy", 0),
     ("vimscope.types", 0),
     ("vimscope.config", 0),
     ("vimscope.errors", 0),

@@ -5,7 +5,7 @@ Names are resolved lazily (PEP 562) so importing ``vimscope.io`` loads no backen
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "open_slide": "vimscope.io.open",
@@ -17,11 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vimscope.io' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,7 +5,7 @@ Names are re-exported lazily (PEP 562) so ``import vimscope.models`` and ``load_
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "create_model": "vimscope.models.registry",
@@ -27,11 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vimscope.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

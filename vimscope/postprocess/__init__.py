@@ -6,7 +6,7 @@ overlapping cells, each object owned by the cell that holds its centroid, with g
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _EXPORTS = {
     "InstanceParams": "vimscope.postprocess.instances",
@@ -20,10 +20,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = list(_EXPORTS)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "SlideJob": "vimscope.runners.manifest",
@@ -28,11 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vimscope.runners' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -5,7 +5,7 @@ Names are re-exported lazily so importing ``vimscope.stitch`` never imports torc
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "ChunkAssembler": "vimscope.stitch.assembler",
@@ -19,7 +19,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vimscope.stitch' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -6,7 +6,7 @@ and ``plan_tiles`` never pulls in the loader.
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "plan_tiles": "vimscope.tiling.plan",
@@ -18,11 +18,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'vimscope.tiling' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

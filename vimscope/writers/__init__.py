@@ -6,7 +6,7 @@ Names are re-exported lazily (PEP 562) so importing the package costs nothing.
 
 from __future__ import annotations
 
-import importlib
+from vimscope._lazy import lazy_exports
 
 _EXPORTS = {
     "OmeZarrWriter": "vimscope.writers.omezarr",
@@ -26,10 +26,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = list(_EXPORTS)
