@@ -11,23 +11,7 @@ from __future__ import annotations
 import torch
 
 from .config import backward_config, new_buffer, scan_config
-
-_PARAM_NAMES = (
-    "conv_w",
-    "conv_b",
-    "conv_w_b",
-    "conv_b_b",
-    "x_proj_w",
-    "x_proj_w_b",
-    "dt_proj_w",
-    "dt_proj_w_b",
-    "dt_bias",
-    "dt_bias_b",
-    "A_log",
-    "A_b_log",
-    "D",
-    "D_b",
-)
+from .naive import PARAM_NAMES
 
 # ----------------------------------------------------------------------------------------------- orchestration
 
@@ -168,7 +152,7 @@ class BimambaInnerFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg, xz, *params):
-        named = dict(zip(_PARAM_NAMES, params))
+        named = dict(zip(PARAM_NAMES, params))
         p = _stack(named, xz.shape[-1] // 2)
         y, x_dbl, h_in = bimamba_forward(xz, p, cfg)
         ctx.cfg = cfg
@@ -178,7 +162,7 @@ class BimambaInnerFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         xz, x_dbl, h_in, *params = ctx.saved_tensors
-        named = dict(zip(_PARAM_NAMES, params))
+        named = dict(zip(PARAM_NAMES, params))
         p = _stack(named, xz.shape[-1] // 2)
         dxz, g = bimamba_backward(xz, x_dbl, h_in, dy.contiguous(), p, ctx.cfg)
         order = [
@@ -193,7 +177,7 @@ class BimambaInnerFn(torch.autograd.Function):
             out[name_f], out[name_b] = g[key][0], g[key][1]
         out["A_log"], out["A_b_log"] = g["A_log"][0], g["A_log"][1]
         out["D"], out["D_b"] = g["D"][0], g["D"][1]
-        grads = [out[n].reshape(named[n].shape).to(named[n].dtype) for n in _PARAM_NAMES]
+        grads = [out[n].reshape(named[n].shape).to(named[n].dtype) for n in PARAM_NAMES]
         return (None, dxz, *grads)
 
 
@@ -281,7 +265,7 @@ def bimamba_inner(
     """
     params = dict(
         zip(
-            _PARAM_NAMES,
+            PARAM_NAMES,
             (
                 conv_w,
                 conv_b,

@@ -23,7 +23,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bimamba_inner_ref", "mamba_inner_ref", "selective_scan_ref", "causal_conv1d_ref"]
+__all__ = ["PARAM_NAMES", "bimamba_inner_ref", "mamba_inner_ref", "selective_scan_ref", "causal_conv1d_ref"]
+
+# The weights of a Vim v2 mixer in the order the public op takes them after ``xz`` (the *_b: backward direction).
+PARAM_NAMES = (
+    "conv_w",
+    "conv_b",
+    "conv_w_b",
+    "conv_b_b",
+    "x_proj_w",
+    "x_proj_w_b",
+    "dt_proj_w",
+    "dt_proj_w_b",
+    "dt_bias",
+    "dt_bias_b",
+    "A_log",
+    "A_b_log",
+    "D",
+    "D_b",
+)
 
 
 def causal_conv1d_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

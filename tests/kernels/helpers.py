@@ -6,6 +6,7 @@ import itertools
 import random
 
 import torch
+from vimscope_kernels.selective_scan.naive import PARAM_NAMES
 
 # ||out - ref|| / ||ref|| against the float64 reference, per input dtype: (forward, gradients)
 TOLERANCE = {
@@ -14,23 +15,6 @@ TOLERANCE = {
     torch.bfloat16: (1.5e-2, 2.5e-2),
 }
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-PARAM_NAMES = (
-    "conv_w",
-    "conv_b",
-    "conv_w_b",
-    "conv_b_b",
-    "x_proj_w",
-    "x_proj_w_b",
-    "dt_proj_w",
-    "dt_proj_w_b",
-    "dt_bias",
-    "dt_bias_b",
-    "A_log",
-    "A_b_log",
-    "D",
-    "D_b",
-)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
