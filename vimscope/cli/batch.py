@@ -171,24 +171,14 @@ def batch_options(f):
 
 def batch_config(*, features_mode: bool, reader_threads, formats=(), probabilities=False, no_image_copy=False, **opts):
     """The PipelineConfig every slide gets: what ``vimscope segment`` (or ``features``) builds from these options."""
-    from vimscope.cli.segment import _formats, build_config
-    from vimscope.pipeline.config import PipelineConfig
+    from vimscope.cli.segment import build_config, segment_config
 
     opts["workers"] = reader_threads
     if features_mode:
         if formats or probabilities or no_image_copy:
             raise ConfigError("--format, --probabilities and --no-image-copy apply to segmentation, not --features")
         return build_config(outputs=["features", "summary"], **opts)
-    base = PipelineConfig.load(opts.get("config_file"))
-    outputs = [o for o in base.outputs if o != "features"]
-    if probabilities and "probabilities" not in outputs:
-        outputs.append("probabilities")
-    if no_image_copy:
-        outputs = [o for o in outputs if o != "image"]
-    extra, geojson = _formats(formats)
-    if geojson and "geojson" not in outputs:
-        outputs.append("geojson")
-    return build_config(outputs=outputs, formats=list(dict.fromkeys([*base.formats, *extra])), **opts)
+    return segment_config(formats, probabilities, no_image_copy, **opts)
 
 
 @click.command()

@@ -145,6 +145,22 @@ def _finish(code: int) -> None:
         click.get_current_context().exit(code)
 
 
+def segment_config(formats=(), probabilities=False, no_image_copy=False, **opts):
+    """The PipelineConfig of a segmentation run from the CLI options (``vimscope batch`` reuses it per slide)."""
+    from vimscope.pipeline.config import PipelineConfig
+
+    base = PipelineConfig.load(opts.get("config_file"))
+    outputs = [o for o in base.outputs if o != "features"]
+    if probabilities and "probabilities" not in outputs:
+        outputs.append("probabilities")
+    if no_image_copy:
+        outputs = [o for o in outputs if o != "image"]
+    extra, geojson = _formats(formats)
+    if geojson and "geojson" not in outputs:
+        outputs.append("geojson")
+    return build_config(outputs=outputs, formats=list(dict.fromkeys([*base.formats, *extra])), **opts)
+
+
 @click.command()
 @click.argument("slides", nargs=-1, type=click.Path())
 @common_options
@@ -163,19 +179,8 @@ def _finish(code: int) -> None:
 )
 def segment(slides, out, quiet, formats, probabilities, no_image_copy, **opts):
     """Segment SLIDE... and write <stem>.ome.zarr, a preview, a summary and GeoJSON into the output folder."""
-    from vimscope.pipeline.config import PipelineConfig
-
     slides = _check_slides(slides)
-    base = PipelineConfig.load(opts.get("config_file"))
-    outputs = [o for o in base.outputs if o != "features"]
-    if probabilities and "probabilities" not in outputs:
-        outputs.append("probabilities")
-    if no_image_copy:
-        outputs = [o for o in outputs if o != "image"]
-    extra, geojson = _formats(formats)
-    if geojson and "geojson" not in outputs:
-        outputs.append("geojson")
-    config = build_config(outputs=outputs, formats=list(dict.fromkeys([*base.formats, *extra])), **opts)
+    config = segment_config(formats, probabilities, no_image_copy, **opts)
     _finish(run_slides(slides, config, Path(out or "vimscope-output"), quiet=quiet))
 
 
