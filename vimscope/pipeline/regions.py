@@ -6,8 +6,6 @@ pixel centre, so a polygonal ROI gives a polygonal result rather than the tiles'
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 
 from vimscope.errors import ConfigError, RegionError
 from vimscope.types import Box
+from vimscope.writers.geojson import classification_name, read_features
 
 
 def _geometry_of(obj):
@@ -38,14 +37,6 @@ def _geometry_of(obj):
     raise RegionError(f"cannot use {type(obj).__name__} as a region (give boxes or shapely polygons)")
 
 
-def _class_name(feature: dict) -> str | None:
-    props = feature.get("properties") or {}
-    c = props.get("classification")
-    if isinstance(c, dict):
-        return c.get("name")
-    return c if isinstance(c, str) else props.get("class")
-
-
 def read_geojson_region(path: str | Path, class_name: str | None = None):
     """The union of the (multi)polygons in a GeoJSON file (QuPath: File > Export objects as GeoJSON).
 
@@ -55,28 +46,10 @@ def read_geojson_region(path: str | Path, class_name: str | None = None):
     from shapely.geometry import shape
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        data = json.loads(raw)
-    except FileNotFoundError:
-        raise ConfigError(f"region file not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable GeoJSON file ({type(e).__name__})") from None
-    if isinstance(data, list):
-        features = data
-    elif isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features") or []
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    elif isinstance(data, dict) and "coordinates" in data:
-        features = [{"geometry": data}]
-    else:
-        raise ConfigError(f"{path}: expected a GeoJSON FeatureCollection, Feature or geometry")
+    features = read_features(path, what="region file", bare_geometry=True)
     geoms = []
     for f in features:
-        if class_name is not None and _class_name(f) != class_name:
+        if class_name is not None and classification_name(f) != class_name:
             continue
         g = f.get("geometry") if isinstance(f, dict) else None
         if not g:

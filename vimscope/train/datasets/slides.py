@@ -9,8 +9,6 @@ labels); outside it they are unlabelled. Each image is read at ``read_mpp`` (def
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from vimscope.errors import ConfigError
 from vimscope.train.datasets.base import IGNORE_INDEX, LabelledImage, LoadContext, resolve
 from vimscope.train.rasterize import polygon_mask, rasterize
 from vimscope.types import Box
+from vimscope.writers.geojson import classification_name, read_features
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".mrxs", ".scn", ".bif", ".vms", ".png", ".jpg", ".zarr")
 
@@ -45,34 +44,6 @@ class SlideSource:
             raise ConfigError(f"data[slides].unannotated must be background or ignore, not {self.unannotated!r}")
         if len(self.classes) < 2:
             raise ConfigError("data[slides].classes needs background and at least one class")
-
-
-def class_name(feature: dict) -> str | None:
-    """QuPath's classification name (``{"name": ..., "color": ...}`` since 0.2, a plain string before)."""
-    props = feature.get("properties") or {}
-    c = props.get("classification")
-    if isinstance(c, dict):
-        return c.get("name")
-    return c if isinstance(c, str) else props.get("class")
-
-
-def read_features(path: Path) -> list[dict]:
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        doc = json.loads(raw)
-    except FileNotFoundError:
-        raise ConfigError(f"annotations not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable GeoJSON file ({type(e).__name__})") from None
-    if isinstance(doc, list):
-        return doc
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        return list(doc.get("features") or [])
-    if isinstance(doc, dict) and doc.get("type") == "Feature":
-        return [doc]
-    raise ConfigError(f"{path}: expected a GeoJSON FeatureCollection or a list of features")
 
 
 def _is_region(name: str | None, patterns: list[str]) -> bool:
@@ -114,12 +85,12 @@ def load_slides(cfg: SlideSource, ctx: LoadContext) -> list[LabelledImage]:
     index = {name: k for k, name in enumerate(cfg.classes)}
     out = []
     for slide in slides:
-        features = read_features(_annotation_file(cfg, slide, ctx, len(slides) == 1))
+        features = read_features(_annotation_file(cfg, slide, ctx, len(slides) == 1), what="annotations")
         regions, labelled = [], []
         for f in features:
             if not f.get("geometry"):
                 continue
-            name = class_name(f)
+            name = classification_name(f)
             geom = shape(f["geometry"])
             if geom.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
                 continue
