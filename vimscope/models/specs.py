@@ -77,7 +77,7 @@ _ARCH_FIELDS = {f.name for f in dataclasses.fields(VimArch)}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)}
 
 
-def _classes(value: Any) -> list[dict]:
+def class_dicts(value: Any) -> list[dict]:
     """Class names or ``{name, color}`` mappings; names get colours from a fixed palette (index 0 black)."""
     out = []
     for i, c in enumerate(value):
@@ -104,7 +104,7 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
             same = value.get("type", data["head"].get("type")) == data["head"].get("type")
             data["head"] = {**data["head"], **value} if same else value
         elif key == "classes":
-            data["classes"] = _classes(value)
+            data["classes"] = class_dicts(value)
         elif key in _SPEC_FIELDS:
             data[key] = value
         elif key in _ARCH_FIELDS:

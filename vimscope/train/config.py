@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vimscope.config import ClassSpec, ModelSpec, from_dict, load_yaml, packaged_config
+from vimscope.config import ModelSpec, from_dict, load_yaml, packaged_config
 from vimscope.errors import ConfigError
 from vimscope.train.augment import AugmentConfig
 from vimscope.train.losses import LossConfig
@@ -123,32 +123,18 @@ def config_base(config: str | Path) -> Path:
     return Path.cwd() if packaged in p.resolve().parents else p.resolve().parent
 
 
-def _class_specs(names) -> list[dict]:
-    from vimscope.models.specs import PALETTE
-
-    out = []
-    for i, c in enumerate(names):
-        if isinstance(c, str):
-            out.append({"name": c, "color": PALETTE[i % len(PALETTE)]})
-        elif isinstance(c, ClassSpec):
-            out.append(dataclasses.asdict(c))
-        else:
-            out.append(dict(c))
-    return out
-
-
 def resolve_spec(model: dict, *, tile: int, class_names: list[str] | None = None) -> ModelSpec:
     """The model's IO contract from the config's ``model`` block; classes default to the base model's, else the
     data's."""
-    from vimscope.models.specs import apply_overrides, finalize_spec, load_spec
+    from vimscope.models.specs import apply_overrides, class_dicts, finalize_spec, load_spec
 
     options = dict(model)
     if "classes" in options:
-        options["classes"] = _class_specs(options["classes"])
+        options["classes"] = class_dicts(options["classes"])
     if options.get("family") == "unet":
         options.pop("base", None)
         options.setdefault("name", "unet")
-        options.setdefault("classes", _class_specs(class_names or []))
+        options.setdefault("classes", class_dicts(class_names or []))
         options.setdefault("tile", max(tile, 256))
         options.setdefault("halo", min(32, options["tile"] // 8))
         return from_dict(ModelSpec, options, prefix="model.")
@@ -156,12 +142,12 @@ def resolve_spec(model: dict, *, tile: int, class_names: list[str] | None = None
     if base is None:
         if "name" not in options:
             raise ConfigError("model: give a packaged model as 'base' (see `vimscope info --models`) or a full spec")
-        options.setdefault("classes", _class_specs(class_names or []))
+        options.setdefault("classes", class_dicts(class_names or []))
         spec = finalize_spec(from_dict(ModelSpec, options, prefix="model."))
     else:
         spec = load_spec(base)
         if not spec.classes and "classes" not in options and class_names:  # a backbone config: the data's classes
-            options["classes"] = _class_specs(class_names)
+            options["classes"] = class_dicts(class_names)
         spec = apply_overrides(spec, options)
     if spec.family == "vim" and "img_size" not in (model.get("arch") or {}):
         # the position embedding is learned at the training tile (resampled for other tile sizes)
