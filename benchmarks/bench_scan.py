@@ -317,6 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-warps", type=int)
     ap.add_argument("--bwd-block-e", type=int)
     ap.add_argument("--bwd-num-warps", type=int)
+    ap.add_argument("--launch", type=json.loads, default={}, help="any launch keys as JSON (config.DEFAULTS), e.g. "
+                    "'{\"elast\": true, \"block_t\": 2, \"bwd_rev_flip\": true}'")  # fmt: skip
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_scan needs a CUDA GPU", file=sys.stderr)
@@ -325,9 +327,9 @@ def main(argv=None) -> int:
 
     config.RECORD_STATS = True
     t_start = time.time()
-    launch = {
-        k: v for k, v in (("block_e", args.block_e), ("block_t", args.block_t), ("num_warps", args.num_warps)) if v
-    }
+    flags = (("block_e", args.block_e), ("block_t", args.block_t), ("num_warps", args.num_warps),
+             ("bwd_block_e", args.bwd_block_e), ("bwd_num_warps", args.bwd_num_warps))  # fmt: skip
+    launch = {k: v for k, v in flags if v} | args.launch
     result = {"environment": environment(), "launch": launch, "command": " ".join(["python"] + sys.argv)}
     result["config_defaults"] = {k: v for k, v in config.scan_config(1, 16385, 384, torch.device("cuda")).items()}
     rates = {"copy_Bps": copy_bandwidth(), "exp2_per_s": exp2_rate()}

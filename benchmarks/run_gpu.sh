@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# One device call: GPU kernel tests, then the scan benchmark; logs and JSON under $OUT (default ./gpu_out).
+# One device call: GPU kernel tests, then the scan benchmark and/or the launch-configuration sweep; logs and JSON
+# under $OUT (default ./gpu_out). SKIP_TESTS=1 skips the tests, SKIP_BENCH=1 the benchmark; TUNE=1 runs
+# benchmarks/tune_scan.py (TUNE_ARGS, TUNE_TIMEOUT) after the benchmark.
 # The GPU machine has no vimscope install: a symlink shim makes `import vimscope_kernels` load ./kernels.
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -11,5 +13,10 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torc
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "${TEST_TIMEOUT:-240}" python3 -m pytest tests/kernels -m gpu -q -p no:cacheprovider --durations=10 -W ignore 2>&1 | tee "$OUT/gpu_tests.log"
 fi
-timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_scan.py --out "$OUT/scan.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_scan.py --out "$OUT/scan.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+fi
+if [ "${TUNE:-0}" = 1 ]; then
+  timeout "${TUNE_TIMEOUT:-230}" python3 benchmarks/tune_scan.py --out "$OUT/tune.json" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log"
+fi
 tar -czf "$OUT/triton_cache.tgz" -C ~/.triton cache 2>/dev/null; ls -la "$OUT"

@@ -107,16 +107,26 @@ def bimamba_backward(xz, x_dbl, h_in, dy, p: dict, cfg: dict) -> tuple[torch.Ten
     """Returns dxz (B, L, 2E) and the stacked parameter gradients (fp32, leading axis = direction)."""
     from .conv_proj import conv_xproj_backward
     from .scan_bwd import scan_backward
-    from .scan_fwd import chunk_states
+    from .scan_fwd import chunk_states, states_for
 
     channels = xz.shape[-1] // 2
-    rank, n_state = p["R"], p["N"]
     src = _sources(xz, x_dbl, p, _delta_raw(x_dbl, p, cfg))
     src["dy"] = dy
-    cfg = backward_config(cfg, channels)
-    q_in = chunk_states(src, cfg, reverse_carry=True, grad=True) if cfg["n_chunks"] > 1 else None
+    bcfg = backward_config(cfg, channels, xz.shape[1])
+    h_in = states_for(src, cfg, h_in, bcfg)
+    q_in = chunk_states(src, bcfg, reverse_carry=True, grad=True) if bcfg["n_chunks"] > 1 else None
     dxz = new_buffer(xz, xz.shape)
-    bufs = scan_backward(src, cfg, h_in, q_in, dxz[..., channels:])
+    bufs = scan_backward(src, bcfg, h_in, q_in, dxz[..., channels:])
+    d_dbl, grads = _reduce_partials(bufs, x_dbl, p, src)
+    grads["x_proj_w"], grads["conv_w"], grads["conv_b"] = conv_xproj_backward(
+        xz[..., :channels], p["conv_w"], p["conv_b"], p["x_proj_w"], d_dbl, bufs["du"], dxz[..., :channels]
+    )
+    return dxz, grads
+
+
+def _reduce_partials(bufs: dict, x_dbl: torch.Tensor, p: dict, src: dict) -> tuple[torch.Tensor, dict]:
+    """The scan kernel's partial sums -> d x_dbl [2, B, L, P] and the gradients of dt_w, dt_bias, A_log, D."""
+    rank, n_state = p["R"], p["N"]
     n_pad = bufs["dbc"].shape[-1]
     dparam = bufs["dparam"].sum(0)  # [2, E, NP + 3]
     if src["dtproj"]:
@@ -128,19 +138,63 @@ def bimamba_backward(xz, x_dbl, h_in, dy, p: dict, cfg: dict) -> tuple[torch.Ten
     d_dbl = torch.cat(
         [d_rows, bufs["dbc"][0].sum(0)[..., :n_state], bufs["dbc"][1].sum(0)[..., :n_state]], dim=-1
     ).contiguous()  # [2, B, L, P]
-    d_xproj, d_conv_w, d_conv_b = conv_xproj_backward(
-        xz[..., :channels], p["conv_w"], p["conv_b"], p["x_proj_w"], d_dbl, bufs["du"], dxz[..., :channels]
-    )
     grads = {
-        "conv_w": d_conv_w,
-        "conv_b": d_conv_b,
-        "x_proj_w": d_xproj,
         "dt_w": d_dt_w,
         "dt_bias": dparam[..., n_pad + 1],
         "A_log": dparam[..., :n_state] * p["A"],
         "D": dparam[..., n_pad],
     }
-    return dxz, grads
+    return d_dbl, grads
+
+
+def stage_calls(xz: torch.Tensor, params: list, dy: torch.Tensor, cfg: dict) -> dict:
+    """Every stage of one forward + backward as a zero-argument callable on inputs computed here once, in launch
+    order, named by kernel (for per-kernel timing: benchmarks/tune_scan.py). Stages write their usual buffers (in
+    place for combine and conv_bwd_pre), so repeated calls give the same work, not the same values."""
+    from .conv_proj import conv_bwd_dx, conv_bwd_pre, conv_xproj_forward
+    from .scan_bwd import scan_backward
+    from .scan_fwd import combine_chunks, local_chunk_states, scan_forward, states_for
+
+    channels = xz.shape[-1] // 2
+    p = _stack(dict(zip(PARAM_NAMES, params)), channels)
+    x = xz[..., :channels]
+    x_dbl = conv_xproj_forward(x, p["conv_w"], p["conv_b"], p["x_proj_w"])
+    src = _sources(xz, x_dbl, p, _delta_raw(x_dbl, p, cfg))
+    src["dy"] = dy
+    calls = {
+        "conv_xproj": lambda: conv_xproj_forward(x, p["conv_w"], p["conv_b"], p["x_proj_w"]),
+        "dt_gemm": lambda: _delta_raw(x_dbl, p, cfg),
+    }
+    h_in = None
+    if cfg["n_chunks"] > 1:
+        decay, state = local_chunk_states(src, cfg)
+        calls["chunk_state"] = lambda: local_chunk_states(src, cfg)
+        calls["combine"] = lambda: combine_chunks(decay, state)
+        combine_chunks(decay, state)
+        h_in = state.clone()
+    y = new_buffer(xz, xz.shape[:2] + (channels,))
+    calls["scan_fwd"] = lambda: scan_forward(src, cfg, y, h_in)
+    bcfg = backward_config(cfg, channels, xz.shape[1])
+    calls["bwd_dt_gemm"] = lambda: _delta_raw(x_dbl, p, cfg)
+    if bcfg["n_chunks"] > 1 and bcfg["chunk_len"] != cfg["chunk_len"]:
+        calls["bwd_states"] = lambda: states_for(src, cfg, h_in, bcfg)
+    h_b = states_for(src, cfg, h_in, bcfg)
+    q_in = None
+    if bcfg["n_chunks"] > 1:
+        decay_q, q = local_chunk_states(src, bcfg, grad=True)
+        calls["grad_chunk_state"] = lambda: local_chunk_states(src, bcfg, grad=True)
+        calls["grad_combine"] = lambda: combine_chunks(decay_q, q, reverse_carry=True)
+        combine_chunks(decay_q, q, reverse_carry=True)
+        q_in = q.clone()
+    dxz = new_buffer(xz, xz.shape)
+    bufs = scan_backward(src, bcfg, h_b, q_in, dxz[..., channels:])
+    calls["scan_bwd"] = lambda: scan_backward(src, bcfg, h_b, q_in, dxz[..., channels:])
+    calls["reduce"] = lambda: _reduce_partials(bufs, x_dbl, p, src)
+    d_dbl, _ = _reduce_partials(bufs, x_dbl, p, src)
+    du = bufs["du"]
+    calls["conv_bwd_pre"] = lambda: conv_bwd_pre(x, p["conv_w"], p["conv_b"], p["x_proj_w"], d_dbl, du)
+    calls["conv_bwd_dx"] = lambda: conv_bwd_dx(du, p["conv_w"], dxz[..., :channels])
+    return calls
 
 
 # ----------------------------------------------------------------------------------------------- autograd
@@ -260,8 +314,9 @@ def bimamba_inner(
     backend: None picks the Triton kernel for CUDA tensors, the compiled CPU path for CPU tensors without
     gradients and the PyTorch reference otherwise; "triton", "cpu" or "reference" force one.
     chunk_len (power of two) sets the parallelism along L (default: chunks only when the batch cannot fill the GPU).
-    Other keywords tune the launch (block_e, block_t, num_warps, bwd_block_e, bwd_num_warps, and fuse_dt_proj:
-    do the rank-R dt projection inside the scan kernel instead of one batched GEMM before it).
+    Other keywords tune the launch, see ``config.DEFAULTS`` (block_e, block_t, num_warps, num_stages, elast,
+    exp_poly, their bwd_* twins, and fuse_dt_proj: the rank-R dt projection inside the scan kernel instead of one
+    batched GEMM before it); unset ones come from ``config.TUNED`` for this card and bucket, else the defaults.
     """
     params = dict(
         zip(
@@ -299,7 +354,7 @@ def bimamba_inner(
     batch, length, two_e = xz.shape
     if length == 0 or batch == 0:
         return xz.new_zeros((batch, length, two_e // 2))
-    cfg = scan_config(batch, length, two_e // 2, xz.device, chunk_len=chunk_len, **launch)
+    cfg = scan_config(batch, length, two_e // 2, xz.device, dtype=xz.dtype, chunk_len=chunk_len, **launch)
     xz = xz if xz.stride(-1) == 1 else xz.contiguous()
     return BimambaInnerFn.apply(cfg, xz, *params.values())
 

@@ -1,8 +1,13 @@
-"""Launch configuration of the scan kernels: chunk length, tile shape, warps.
+"""Launch configuration of the scan kernels: chunk length, tile shape, warps, pipeline stages, kernel switches.
 
 The chunk length decides the parallelism along the sequence. One chunk per sequence costs one exp per state
 element; several chunks cost a second pass for the chunk states, so chunks are only cut when batch x channel
 blocks alone would leave the GPU idle (batch 1 on a 16k-token tile).
+
+Where a value comes from, first match wins: an explicit argument (``bimamba_inner(..., block_e=32)``), then the
+entry of ``TUNED`` for this call's bucket (arch, dtype, E, L, batch; never under the interpreter, which keeps the
+small default tiles), then the defaults below. ``benchmarks/tune_scan.py`` measures candidates on a GPU and
+prints a proposed ``TUNED`` table.
 """
 
 from __future__ import annotations
@@ -18,8 +23,6 @@ POISON_OUTPUTS = False
 RECORD_STATS = False
 KERNEL_STATS: dict[str, dict] = {}
 
-# Programs wanted in flight: a few per multiprocessor hides the scan's latency (132 SMs on an H100).
-_PROGRAMS_PER_SM = 4
 _MIN_CHUNK = 64
 
 
@@ -56,60 +59,150 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def scan_config(
-    batch: int,
-    length: int,
-    channels: int,
-    device: torch.device,
-    *,
-    chunk_len: int | None = None,
-    block_t: int | None = None,
-    block_e: int | None = None,
-    num_warps: int | None = None,
-    bwd_block_e: int | None = None,
-    bwd_num_warps: int | None = None,
-    fuse_dt_proj: bool = False,
-) -> dict:
-    """The launch parameters for one call; explicit arguments win over the defaults.
+# Every launch key, its default (None: derived, see scan_config) and what it sets. The bwd_* keys configure the
+# backward kernels; unset, they follow their forward key where that makes sense (chunk length, stages, switches).
+DEFAULTS: dict[str, object] = {
+    "chunk_len": None,  # power of two; None: one chunk unless batch x channel blocks leave SMs short of sm_warps
+    "sm_warps": 16,  # warps wanted in flight per SM when the launcher picks chunks (16: 4 programs of 4 warps)
+    "block_t": 16,  # positions per tile (the associative scan's length), power of two
+    "block_e": None,  # channels per program, power of two: 16, or 32 x num_warps with elast (one channel a thread)
+    "num_warps": 4,
+    "num_stages": 3,  # Triton's default for CUDA (sm_90 code is the same for 1-3: no loop here is pipelined)
+    "elast": False,  # state tiles [T, N, BE] (channels-last) instead of [T, BE, N]
+    "exp_poly": 0,  # 0: exp2 on MUFU; 1: all on the FMA pipe (polynomial); k > 1: every k-th tile on the FMA pipe
+    "skip_last_chunk": True,  # the chunk-state pass skips the chunk whose state enters no chunk (1/n_chunks less)
+    "bwd_chunk_len": None,  # None: the forward's; else the backward recomputes or subsamples the chunk states
+    "bwd_block_t": 8,  # None: block_t (8 removes the backward's register spills on sm_90, compile_report)
+    "bwd_block_e": None,  # None: 16, or 32 x bwd_num_warps with bwd_elast
+    "bwd_num_warps": 2,
+    "bwd_num_stages": None,  # None: num_stages
+    "bwd_elast": False,  # channels-last backward tiles (independent of elast: the layouts trade off differently)
+    "bwd_exp_poly": None,  # None: exp_poly
+    "bwd_skip_last_chunk": None,  # None: skip_last_chunk (the gradient-carry pass)
+    "bwd_rev_flip": True,  # reverse scans as forward scans of flipped tiles (no lane butterflies)
+    "bwd_edot": False,  # dB, dC summed over channels on the tensor cores (a GEMM with ones) instead of shuffles
+    "fuse_dt_proj": False,  # the dt projection inside the scan kernels; experimental: wrong fp32 grads on GPU
+}
+LAUNCH_KEYS = tuple(DEFAULTS)
 
-    chunk_len must be a power of two; the tile length is min(block_t, chunk_len) so a chunk holds whole tiles.
-    The backward keeps about three times as many [T, BE, N] tiles live as the forward, hence its own block_e.
+# Tuned launch keys per bucket, from benchmarks/tune_scan.py on the named card (empty: the defaults everywhere).
+# Bucket: (arch "sm90", dtype "bf16" | "fp32" | "fp16", E, L, batch), each of E, L, batch rounded up to a power of
+# two (L=16385 -> 32768, L=4097 and 6085 -> 8192, L=401 -> 512). Only exact buckets match.
+# Defaults above: the H100 sweep of 2026-11-26 (benchmarks/results/scan_tune_h100_2026-11-26.json): backward tiles of
+# 8 positions, 2 warps and flipped reverse scans were 25-27 % faster than the old 16/4/butterflies at every shape
+# timed (fp32: L=16385 B=8, L=6085 B=64, L=401 B=256), skipping the last chunk's state 1-2 % in the forward.
+TUNED: dict[tuple[str, str, int, int, int], dict] = {
+    ("sm90", "fp32", 512, 32768, 8): {"chunk_len": 2048, "bwd_chunk_len": 8192},
+    ("sm90", "fp32", 512, 8192, 64): {"bwd_block_t": 2, "bwd_num_warps": 1, "bwd_elast": True, "bwd_edot": True},
+    ("sm90", "fp32", 512, 512, 256): {
+        "block_t": 4, "num_warps": 1, "elast": True,
+        "bwd_block_t": 2, "bwd_num_warps": 1, "bwd_elast": True, "bwd_edot": True,
+    },
+}  # fmt: skip
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def bucket(batch: int, length: int, channels: int, dtype: torch.dtype, device: torch.device) -> tuple | None:
+    """The TUNED key of a call (None off CUDA or under the interpreter)."""
+    if device.type != "cuda" or interpreted() or dtype not in _DTYPE_NAMES:
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return (f"sm{major}{minor}", _DTYPE_NAMES[dtype], _pow2_at_least(channels), _pow2_at_least(length),
+            _pow2_at_least(batch))  # fmt: skip
+
+
+def _check_pow2(name: str, value) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1 or value & (value - 1)):
+        raise ValueError(f"{name} must be a power of two >= 1, got {value}")
+
+
+def scan_config(
+    batch: int, length: int, channels: int, device: torch.device, *, dtype: torch.dtype | None = None, **launch
+) -> dict:
+    """The launch parameters for one call; explicit ``launch`` keys (see ``DEFAULTS``) win over the tuned table and
+    the defaults. chunk_len must be a power of two; the tile length is min(block_t, chunk_len) so a chunk holds
+    whole tiles. The backward keeps about three times as many tiles live as the forward, hence its own keys.
     """
-    if chunk_len is not None and (chunk_len < 1 or chunk_len & (chunk_len - 1)):
-        raise ValueError(f"chunk_len must be a power of two >= 1, got {chunk_len}")
-    block_t = block_t or 16
+    unknown = set(launch) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown launch option(s) {sorted(unknown)}; known: {', '.join(LAUNCH_KEYS)}")
+    key = bucket(batch, length, channels, dtype, device) if dtype is not None else None
+    tuned = TUNED.get(key, {}) if key is not None else {}
+    given = {k: v for k, v in launch.items() if v is not None}
+    opt = {**DEFAULTS, **tuned, **given}
+    for name in ("chunk_len", "bwd_chunk_len", "block_t", "bwd_block_t", "block_e", "bwd_block_e"):
+        _check_pow2(name, opt[name])
+    for name in ("exp_poly", "bwd_exp_poly"):
+        if opt[name] is not None and (not isinstance(opt[name], int) or opt[name] < 0):
+            raise ValueError(f"{name} must be an int >= 0, got {opt[name]}")
+    elast = bool(opt["elast"])
+    bwd_elast = bool(opt["bwd_elast"])
+    num_warps, bwd_num_warps = int(opt["num_warps"]), int(opt["bwd_num_warps"])
     # tile shapes from the H100 sweep in bench_scan.py (2026-11-25): BE=16, 4 warps was fastest both ways
-    block_e = block_e or 16
-    bwd_block_e = bwd_block_e or 16
+    block_e = opt["block_e"] or (32 * num_warps if elast else 16)
+    bwd_block_e = opt["bwd_block_e"] or (32 * bwd_num_warps if bwd_elast else 16)
     n_eblk = -(-channels // block_e)
+    chunk_len = opt["chunk_len"]
     if chunk_len is None:
-        chunk_len = _pow2_at_least(length)
-        if device.type == "cuda" and not interpreted():
-            sms = torch.cuda.get_device_properties(device).multi_processor_count
-            wanted = _PROGRAMS_PER_SM * sms
-            if batch * n_eblk < wanted:
-                n_chunks = -(-wanted // (batch * n_eblk))
-                chunk_len = max(_MIN_CHUNK, _pow2_at_least(-(-length // n_chunks)))
-                chunk_len = min(chunk_len, _pow2_at_least(length))
-    block_t = min(block_t, chunk_len)
+        chunk_len = _auto_chunk(batch, length, n_eblk, device, -(-int(opt["sm_warps"]) // num_warps))
+    bwd_chunk_len = opt["bwd_chunk_len"] or chunk_len
     prepare_launch()
     return {
         "chunk_len": chunk_len,
-        "block_t": block_t,
+        "block_t": min(int(opt["block_t"]), chunk_len),
         "block_e": block_e,
-        "num_warps": num_warps or 4,
+        "num_warps": num_warps,
+        "num_stages": int(opt["num_stages"]),
         "n_chunks": max(1, -(-length // chunk_len)),
         "n_eblk": n_eblk,
+        "elast": elast,
+        "exp_poly": int(opt["exp_poly"]),
+        "skip_last_chunk": bool(opt["skip_last_chunk"]),
+        "bwd_chunk_len": bwd_chunk_len,
+        "bwd_block_t": min(int(opt["bwd_block_t"] or opt["block_t"]), bwd_chunk_len),
         "bwd_block_e": bwd_block_e,
-        "bwd_num_warps": bwd_num_warps or 4,
-        "fuse_dt_proj": bool(fuse_dt_proj),
+        "bwd_num_warps": bwd_num_warps,
+        "bwd_num_stages": int(opt["bwd_num_stages"] or opt["num_stages"]),
+        "bwd_elast": bwd_elast,
+        "bwd_exp_poly": int(opt["exp_poly"] if opt["bwd_exp_poly"] is None else opt["bwd_exp_poly"]),
+        "bwd_skip_last_chunk": bool(
+            opt["skip_last_chunk"] if opt["bwd_skip_last_chunk"] is None else opt["bwd_skip_last_chunk"]
+        ),
+        "bwd_rev_flip": bool(opt["bwd_rev_flip"]),
+        "bwd_edot": bool(opt["bwd_edot"]),
+        "fuse_dt_proj": bool(opt["fuse_dt_proj"]),
+        "tuned": key if tuned else None,
     }
 
 
-def backward_config(cfg: dict, channels: int) -> dict:
-    """The same chunks with the backward's channel block and warps."""
+def _auto_chunk(batch: int, length: int, n_eblk: int, device: torch.device, programs_per_sm: int) -> int:
+    """One chunk, unless batch x channel blocks leave the GPU short of ``programs_per_sm`` programs per SM (the
+    scan's step latency needs several in flight: 4 programs of 4 warps measured best on the H100)."""
+    chunk_len = _pow2_at_least(length)
+    if device.type == "cuda" and not interpreted():
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        wanted = programs_per_sm * sms
+        if batch * n_eblk < wanted:
+            n_chunks = -(-wanted // (batch * n_eblk))
+            chunk_len = max(_MIN_CHUNK, _pow2_at_least(-(-length // n_chunks)))
+            chunk_len = min(chunk_len, _pow2_at_least(length))
+    return chunk_len
+
+
+def backward_config(cfg: dict, channels: int, length: int) -> dict:
+    """The backward's kernel configuration: its chunks, channel block, tile, warps, stages and switches."""
     return cfg | {
+        "chunk_len": cfg["bwd_chunk_len"],
+        "n_chunks": max(1, -(-length // cfg["bwd_chunk_len"])),
+        "block_t": cfg["bwd_block_t"],
         "block_e": cfg["bwd_block_e"],
         "n_eblk": -(-channels // cfg["bwd_block_e"]),
         "num_warps": cfg["bwd_num_warps"],
+        "num_stages": cfg["bwd_num_stages"],
+        "elast": cfg["bwd_elast"],
+        "exp_poly": cfg["bwd_exp_poly"],
+        "edot": cfg["bwd_edot"],
+        "rev_flip": cfg["bwd_rev_flip"],
+        "skip_last_chunk": cfg["bwd_skip_last_chunk"],
     }

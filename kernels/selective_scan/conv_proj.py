@@ -227,9 +227,22 @@ def conv_xproj_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of x_dbl = x_proj(silu(conv(x))) plus the scan's own du. Writes dx into ``dx_out`` (a (B, L, E)
     view); returns d x_proj_w [2, P, E], d conv_w [2, E, K], d conv_b [2, E] (fp32). ``du`` is overwritten."""
+    dwx, dcw = conv_bwd_pre(x, conv_w, conv_b, x_proj_w, dxdbl, du)
+    conv_bwd_dx(du, conv_w, dx_out)
+    kernel = conv_w.shape[-1]
+    dcw = dcw.sum(0)
+    return dwx.sum(0), dcw[..., :kernel].contiguous(), dcw[..., kernel].contiguous()
+
+
+_BWD_BT, _BWD_BE = 32, 32
+
+
+def conv_bwd_pre(x, conv_w, conv_b, x_proj_w, dxdbl, du) -> tuple[torch.Tensor, torch.Tensor]:
+    """In place du -> d(conv pre-activation); returns the weight-gradient partials dwx [n, 2, P, E] and dcw
+    [n, 2, E, KP] (column K: d conv_b), to be summed over their first axis."""
     batch, length, channels = x.shape
     n_proj, kernel = x_proj_w.shape[1], conv_w.shape[-1]
-    block_t, block_e = 32, 32
+    block_t, block_e = _BWD_BT, _BWD_BE
     tokens_per_prog = block_t * max(1, min(64, triton.cdiv(length, block_t)))
     n_lblk = triton.cdiv(length, tokens_per_prog)
     kp = triton.next_power_of_2(kernel + 1)
@@ -262,9 +275,15 @@ def conv_xproj_backward(
         num_warps=8,
     )
     note("conv_bwd_pre_kernel", compiled)
-    grid = (triton.cdiv(length, block_t), batch, triton.cdiv(channels, block_e))
+    return dwx, dcw
+
+
+def conv_bwd_dx(dpre: torch.Tensor, conv_w: torch.Tensor, dx_out: torch.Tensor) -> None:
+    """dx (written into the (B, L, E) view ``dx_out``) from both directions' d(conv pre-activation)."""
+    batch, length, channels = dx_out.shape
+    grid = (triton.cdiv(length, _BWD_BT), batch, triton.cdiv(channels, _BWD_BE))
     compiled = _conv_bwd_dx_kernel[grid](
-        du,
+        dpre,
         conv_w,
         dx_out,
         batch,
@@ -272,10 +291,8 @@ def conv_xproj_backward(
         channels,
         dx_out.stride(0),
         dx_out.stride(1),
-        BT=block_t,
-        BE=block_e,
-        K=kernel,
+        BT=_BWD_BT,
+        BE=_BWD_BE,
+        K=conv_w.shape[-1],
     )
     note("conv_bwd_dx_kernel", compiled)
-    dcw = dcw.sum(0)
-    return dwx.sum(0), dcw[..., :kernel].contiguous(), dcw[..., kernel].contiguous()

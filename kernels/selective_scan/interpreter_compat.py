@@ -6,6 +6,8 @@
 2. ``tl.associative_scan`` with a user combine function runs one Python call per *element* (122,880 calls for one
    small backward); the same sequential inclusive scan is done here with one call per step along the scan axis
    on whole slices, which gives identical results (the same combine, in the same order, per element).
+   ``tl.reduce`` with a user combine (``tl.flip``'s xor steps, for one) likewise ran one call per element; it is
+   folded here slice by slice along the reduced axis, in the same order.
 3. Every call of a ``@triton.jit`` helper from inside a kernel re-patches the whole ``triton.language`` namespace
    (``inspect.getmembers`` over it, never undone): a quarter of the run time. The kernel launch has already patched
    that one shared module object, so helper calls skip it.
@@ -39,6 +41,9 @@ def patch_interpreter() -> None:
     scan_ops = getattr(interpreter, "ScanOps", None)
     if scan_ops is not None and hasattr(scan_ops, "generic_scan"):
         scan_ops.generic_scan = _sliced_scan
+    reduce_ops = getattr(interpreter, "ReduceOps", None)
+    if reduce_ops is not None and hasattr(reduce_ops, "generic_reduce") and hasattr(reduce_ops, "unravel"):
+        reduce_ops.generic_reduce = _sliced_reduce
     function = getattr(interpreter, "InterpretedFunction", None)
     executor = getattr(interpreter, "GridExecutor", None)
     if function is not None and executor is not None and hasattr(function, "rewrite"):
@@ -99,3 +104,35 @@ def _sliced_scan(self, input):
         for j, r in enumerate(ret):
             outs[j][i] = r.handle.data if isinstance(r, tl.core.tensor) else r
     return [self.to_tensor(np.moveaxis(o, 0, self.axis), arg.dtype) for o, arg in zip(outs, input)]
+
+
+def _sliced_reduce(self, input):
+    """Left fold along ``self.axis`` with the combine function on whole slices (vectorised over the other axes)."""
+    import triton.language as tl
+
+    original_axis = self.axis
+    input, axis = self.unravel(input, self.axis)
+    datas = [np.moveaxis(arg.handle.data, axis, 0) for arg in input]
+    input_shape = input[0].handle.data.shape
+    acc = [np.array(d[0]) for d in datas]
+    for i in range(1, datas[0].shape[0]):
+        a = tuple(self.to_tensor(x, arg.dtype) for x, arg in zip(acc, input))
+        c = tuple(self.to_tensor(np.array(d[i]), arg.dtype) for d, arg in zip(datas, input))
+        ret = self.combine_fn.fn(*a, *c)
+        ret = ret if isinstance(ret, tuple) else (ret,)
+        acc = [
+            np.array(r.handle.data if isinstance(r, tl.core.tensor) else r, dtype=d.dtype).reshape(d.shape[1:])
+            for r, d in zip(ret, datas)
+        ]
+    out = []
+    for data, arg in zip(acc, input):
+        if self.keep_dims:
+            if original_axis is not None:
+                data = np.expand_dims(data, axis)
+            else:
+                for _ in range(len(input_shape)):
+                    data = np.expand_dims(data, 0)
+        elif original_axis is None:
+            data = data.item()
+        out.append(self.to_tensor(data, arg.dtype))
+    return out

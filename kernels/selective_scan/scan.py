@@ -56,10 +56,12 @@ def scan_fwd(src: dict, cfg: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def scan_bwd(src: dict, cfg: dict, h_in, dy: torch.Tensor) -> dict:
     from .scan_bwd import scan_backward
-    from .scan_fwd import chunk_states
+    from .scan_fwd import chunk_states, states_for
 
     src["dy"] = dy
-    cfg = backward_config(cfg, src["E"])
+    bcfg = backward_config(cfg, src["E"], src["L"])
+    h_in = states_for(src, cfg, h_in, bcfg)
+    cfg = bcfg
     q_in = chunk_states(src, cfg, reverse_carry=True, grad=True) if cfg["n_chunks"] > 1 else None
     dz = new_buffer(src["z"], src["z"].shape) if src["z"] is not None else None
     bufs = scan_backward(src, cfg, h_in, q_in, dz)
@@ -150,7 +152,7 @@ def selective_scan(
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, softplus)
     if length == 0 or batch == 0:
         return u.new_zeros(u.shape)
-    cfg = scan_config(batch, length, channels, u.device, chunk_len=chunk_len, **launch)
+    cfg = scan_config(batch, length, channels, u.device, dtype=u.dtype, chunk_len=chunk_len, **launch)
 
     def last_dim_unit(t):
         return None if t is None else (t if t.stride(-1) == 1 else t.contiguous())

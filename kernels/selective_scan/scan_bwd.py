@@ -9,6 +9,11 @@ The forward states are recomputed tile by tile from the states stored at chunk s
 chunk forwards and parks the T-step tile-start states in a scratch buffer (B*L*E*N/T floats per direction).
 Reductions over channels (dB, dC, d dt_rows) and over tokens (dA, dD, d dt_bias, d dt_proj_w) are written as
 per-block partial sums and added up in a fixed order afterwards: no float atomics, bitwise reproducible.
+With SKIP_LAST the per-chunk gradient carry skips the chunk first in scan order (it passes gradient to no chunk).
+Switches (constexpr, from the launch config) as in scan_fwd: ``ELAST`` (state tiles channels-last) and
+``EXP_POLY`` (part of the exponentials on the FMA pipe); ``REV_FLIP`` runs the reverse scans as forward scans of
+flipped tiles (see ``reverse_scan``); ``EDOT`` sums dB, dC over the channels with a GEMM
+against ones on the tensor cores (tf32 for bf16 inputs, tf32x3 otherwise) instead of a shuffle tree.
 """
 
 from __future__ import annotations
@@ -20,13 +25,25 @@ import triton.language as tl
 from .config import new_buffer, note
 from .triton_common import (
     LOG2E,
+    bc_e,
+    bc_s,
+    bc_te,
+    bc_tn,
+    decay,
     first_row,
-    grad_combine,
     load_delta,
     load_params,
     load_rows,
     load_u,
+    reverse_grad_scan,
+    reverse_scan,
     scan_combine,
+    scratch_offsets,
+    state_mask,
+    state_offsets,
+    sum_e,
+    sum_e_dot,
+    sum_n,
     tile_positions,
 )
 
@@ -73,14 +90,24 @@ def _grad_chunk_state_kernel(
     DTPROJ: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_Z: tl.constexpr,
+    ELAST: tl.constexpr,
+    EXP_POLY: tl.constexpr,
+    REV_FLIP: tl.constexpr,
+    SKIP_LAST: tl.constexpr,
 ):
-    """Grid (n_eblk * n_chunks * B, ND). Per chunk, with no gradient entering from later chunks: q = a[first] *
-    g[first] (the gradient the chunk passes to the state before it) and the chunk's total decay."""
+    """Grid (n_eblk * n_chunks' * B, ND). Per chunk, with no gradient entering from later chunks: q = a[first]
+    * g[first] (the gradient the chunk passes to the state before it) and the chunk's total decay. With SKIP_LAST
+    (n_chunks' = n_chunks - 1) the chunk first in scan order (chunk 0 for direction 0, the last for direction 1),
+    which passes its gradient nowhere, is skipped; else n_chunks' = n_chunks."""
     pid = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1).to(tl.int64)
     i_e = pid % n_eblk
-    i_c = (pid // n_eblk) % n_chunks
-    i_b = pid // (n_eblk * n_chunks)
+    if SKIP_LAST:
+        i_c = (pid // n_eblk) % (n_chunks - 1) + 1 - d
+        i_b = pid // (n_eblk * (n_chunks - 1))
+    else:
+        i_c = (pid // n_eblk) % n_chunks
+        i_b = pid // (n_eblk * n_chunks)
     o_e = i_e * BE + tl.arange(0, BE)
     m_e = o_e < E
     o_n = tl.arange(0, NP)
@@ -91,9 +118,9 @@ def _grad_chunk_state_kernel(
     c0 = i_c * CL
     c1 = tl.minimum(c0 + CL, L)
     n_tiles = tl.cdiv(c1 - c0, T)
-    A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
+    A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ, ELAST)
     A2 = A * LOG2E
-    q = tl.zeros([BE, NP], tl.float32)
+    q = tl.zeros_like(A2)
     delta_sum = tl.zeros([BE], tl.float32)
     for jj in range(n_tiles):
         j = n_tiles - 1 - jj
@@ -106,14 +133,14 @@ def _grad_chunk_state_kernel(
         if HAS_Z:
             z = load_rows(p_z, i_b, pos, m_t, o_e, m_e, 0, 0, s_zb, s_zl)
             dy = dy * z * tl.sigmoid(z)
-        a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # [T, BE, NP]
-        ac = a * (dy[:, :, None] * c_t[:, None, :])
-        aq, bq = tl.associative_scan((a, ac), 0, scan_combine, reverse=True)
-        q = first_row(bq + aq * q[None, :, :], o_t, 0)
+        a = decay(bc_te(delta, ELAST) * bc_s(A2), j, EXP_POLY)  # [T, BE, NP] or [T, NP, BE]
+        ac = a * (bc_te(dy, ELAST) * bc_tn(c_t, ELAST))
+        aq, bq = reverse_scan(a, ac, REV_FLIP)
+        q = first_row(bq + aq * bc_s(q), o_t, 0)
         delta_sum += tl.sum(delta, axis=0)
-    o_s = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
-    m_s = m_e[:, None] & m_n[None, :]
-    tl.store(p_decay + o_s, tl.exp2(A2 * delta_sum[:, None]), mask=m_s)
+    o_s = state_offsets(((d * B + i_b) * n_chunks + i_c) * E * N, o_e, o_n, N, ELAST)
+    m_s = state_mask(m_e, m_n, ELAST)
+    tl.store(p_decay + o_s, tl.exp2(A2 * bc_e(delta_sum, ELAST)), mask=m_s)
     tl.store(p_qloc + o_s, q, mask=m_s)
 
 
@@ -196,6 +223,11 @@ def _scan_bwd_kernel(
     HAS_Z: tl.constexpr,
     HAS_INIT: tl.constexpr,
     USE_SCRATCH: tl.constexpr,
+    ELAST: tl.constexpr,
+    EXP_POLY: tl.constexpr,
+    EDOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    REV_FLIP: tl.constexpr,
 ):
     """Grid (n_eblk * n_chunks * B,). Outputs (fp32 unless said):
     du [ND, B, L, E] (gradient wrt the scan input u, before the conv); dz written (and summed over directions) into
@@ -218,19 +250,19 @@ def _scan_bwd_kernel(
     c0 = i_c * CL
     c1 = tl.minimum(c0 + CL, L)
     n_tiles = tl.cdiv(c1 - c0, T)
-    m_en = m_e[:, None] & m_n[None, :]
+    m_en = state_mask(m_e, m_n, ELAST)
     NT = CL // T  # tiles per full chunk (scratch slots)
     for d in tl.static_range(ND):
-        A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
-        A2 = (A * LOG2E)[None, :, :]  # [1, BE, NP], hoisted: both sweeps below use it
-        o_h = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
+        A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ, ELAST)
+        A2 = bc_s(A * LOG2E)  # [1, BE, NP] or [1, NP, BE], hoisted: both sweeps below use it
+        o_h = state_offsets(((d * B + i_b) * n_chunks + i_c) * E * N, o_e, o_n, N, ELAST)
         if HAS_INIT:
             h = tl.load(p_hin + o_h, mask=m_en, other=0.0)
             q = tl.load(p_qin + o_h, mask=m_en, other=0.0)
         else:
-            h = tl.zeros([BE, NP], tl.float32)
-            q = tl.zeros([BE, NP], tl.float32)
-        o_scr = ((pid * ND + d) * NT * BE + tl.arange(0, BE)[:, None]) * NP + o_n[None, :]
+            h = tl.zeros_like(A)
+            q = tl.zeros_like(A)
+        o_scr = scratch_offsets((pid * ND + d) * NT * BE * NP, BE, NP, ELAST)
         if USE_SCRATCH:
             # forward sweep: park the state entering every tile (the backward sweep below runs the other way)
             for j in range(n_tiles):
@@ -241,12 +273,12 @@ def _scan_bwd_kernel(
                     p_dt, w_dt, bias, i_b, pos, m_t, o_e, m_e, o_r, m_r, d, s_dtd, s_dtb, s_dtl, DTPROJ, SOFTPLUS, True
                 )
                 b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)
-                a = tl.exp2(delta[:, :, None] * A2)
-                bb = (delta * u)[:, :, None] * b_t[:, None, :]
+                a = decay(bc_te(delta, ELAST) * A2, j, EXP_POLY)
+                bb = bc_te(delta * u, ELAST) * bc_tn(b_t, ELAST)
                 acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
-                h = first_row(hloc + acum * h[None, :, :], o_t, T - 1)
+                h = first_row(hloc + acum * bc_s(h), o_t, T - 1)
             tl.debug_barrier()
-        dA = tl.zeros([BE, NP], tl.float32)
+        dA = tl.zeros_like(A)
         dD = tl.zeros([BE], tl.float32)
         dbias = tl.zeros([BE], tl.float32)
         dW = tl.zeros([BE, RP], tl.float32)
@@ -262,13 +294,13 @@ def _scan_bwd_kernel(
             )
             b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)  # [T, NP]
             c_t = load_rows(p_c, i_b, pos, m_t, o_n, m_n, d, s_cd, s_cb, s_cl)  # [T, NP]
-            a = tl.exp2(delta[:, :, None] * A2)  # [T, BE, NP]
+            a = decay(bc_te(delta, ELAST) * A2, j, EXP_POLY)  # [T, BE, NP] or [T, NP, BE]
             du_ = delta * u
-            bb = du_[:, :, None] * b_t[:, None, :]
+            bb = bc_te(du_, ELAST) * bc_tn(b_t, ELAST)
             acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
-            hs = hloc + acum * h[None, :, :]  # h_t
+            hs = hloc + acum * bc_s(h)  # h_t
             dout = load_rows(p_dy, i_b, pos, m_t, o_e, m_e, 0, 0, s_yb, s_yl) * scale
-            y = tl.sum(hs * c_t[:, None, :], axis=2) + u * Dv[None, :]  # [T, BE] before the gate
+            y = sum_n(hs * bc_tn(c_t, ELAST), ELAST) + u * Dv[None, :]  # [T, BE] before the gate
             if HAS_Z:
                 z = load_rows(p_z, i_b, pos, m_t, o_e, m_e, 0, 0, s_zb, s_zl)
                 sz = tl.sigmoid(z)
@@ -280,15 +312,15 @@ def _scan_bwd_kernel(
                 tl.store(p_dzt, dz.to(p_dz.dtype.element_ty), mask=m_te)
             else:
                 dy = dout
-            cc = dy[:, :, None] * c_t[:, None, :]
-            _, qp, f = tl.associative_scan((a, tl.full(a.shape, 1.0, tl.float32), cc), 0, grad_combine, reverse=True)
-            g = f + qp * q[None, :, :]  # [T, BE, NP] dLoss/dh_t
+            cc = bc_te(dy, ELAST) * bc_tn(c_t, ELAST)
+            qp, f = reverse_grad_scan(a, cc, REV_FLIP)
+            g = f + qp * bc_s(q)  # dLoss/dh_t
             q = first_row(a * g, o_t, 0)
             ah = hs - bb  # a_t * h_{t-1}
-            gB = tl.sum(g * b_t[:, None, :], axis=2)  # [T, BE]
-            ddelta = tl.sum(g * ah * A[None, :, :], axis=2) + u * gB
+            gB = sum_n(g * bc_tn(b_t, ELAST), ELAST)  # [T, BE]
+            ddelta = sum_n(g * ah * bc_s(A), ELAST) + u * gB
             ddelta = tl.where(m_te, ddelta, 0.0)
-            dA += tl.sum(g * ah * delta[:, :, None], axis=0)
+            dA += tl.sum(g * ah * bc_te(delta, ELAST), axis=0)
             dD += tl.sum(dy * u, axis=0)
             du = delta * gB + dy * Dv[None, :]
             o_tok = ((d * B + i_b) * L + pos[:, None]) * E + o_e[None, :]
@@ -296,8 +328,14 @@ def _scan_bwd_kernel(
             # dB, dC: partial sums over this channel block, [2, n_eblk, ND, B, L, NP]
             o_bc = (((i_e * ND + d) * B + i_b) * L + pos[:, None]) * NP + o_n[None, :]
             m_tn = m_t[:, None] & m_n[None, :]
-            tl.store(p_dbc + o_bc, tl.sum(g * du_[:, :, None], axis=1), mask=m_tn)
-            tl.store(p_dbc + n_eblk * ND * B * L * NP + o_bc, tl.sum(dy[:, :, None] * hs, axis=1), mask=m_tn)
+            if EDOT:
+                db_t = sum_e_dot(g * bc_te(du_, ELAST), T, NP, BE, ELAST, DOT_PRECISION)
+                dc_t = sum_e_dot(bc_te(dy, ELAST) * hs, T, NP, BE, ELAST, DOT_PRECISION)
+            else:
+                db_t = sum_e(g * bc_te(du_, ELAST), ELAST)
+                dc_t = sum_e(bc_te(dy, ELAST) * hs, ELAST)
+            tl.store(p_dbc + o_bc, db_t, mask=m_tn)
+            tl.store(p_dbc + n_eblk * ND * B * L * NP + o_bc, dc_t, mask=m_tn)
             if SOFTPLUS:
                 ddelta = ddelta * tl.sigmoid(raw)
             dbias += tl.sum(ddelta, axis=0)
@@ -309,7 +347,7 @@ def _scan_bwd_kernel(
                 tl.store(p_ddt + o_tok, ddelta, mask=m_te)
         # per-program partial sums over this chunk's tokens
         o_p = ((i_bc * ND + d) * E + o_e) * (NP + 3)
-        tl.store(p_dparam + o_p[:, None] + o_n[None, :], dA, mask=m_en)
+        tl.store(p_dparam + state_offsets(0, o_p, o_n, 1, ELAST), dA, mask=m_en)
         tl.store(p_dparam + o_p + NP, dD, mask=m_e)
         tl.store(p_dparam + o_p + NP + 1, dbias, mask=m_e)
         if DTPROJ:
@@ -324,9 +362,9 @@ def _scan_bwd_kernel(
 
 def launch_grad_chunk_state(src: dict, cfg: dict, decay: torch.Tensor, qloc: torch.Tensor) -> None:
     """Per chunk: the gradient it passes backwards with nothing entering from later chunks, and its decay."""
-    from .scan_fwd import _meta
+    from .scan_fwd import _launch, _meta
 
-    grid = (cfg["n_eblk"] * cfg["n_chunks"] * src["B"], src["ND"])
+    grid = (cfg["n_eblk"] * (cfg["n_chunks"] - cfg["skip_last_chunk"]) * src["B"], src["ND"])
     dy = src["dy"]
     compiled = _grad_chunk_state_kernel[grid](
         src["z"],
@@ -353,15 +391,17 @@ def launch_grad_chunk_state(src: dict, cfg: dict, decay: torch.Tensor, qloc: tor
         dy.stride(1),
         1.0 / src["ND"],
         HAS_Z=src["z"] is not None,
+        REV_FLIP=cfg["rev_flip"],
+        SKIP_LAST=cfg["skip_last_chunk"],
         **_meta(src, cfg),
-        num_warps=cfg["num_warps"],
+        **_launch(cfg),
     )
     note("grad_chunk_state_kernel", compiled)
 
 
 def scan_backward(src: dict, cfg: dict, h_in, q_in, dz: torch.Tensor | None) -> dict:
     """Run the backward kernel; returns the raw gradient buffers (partials not yet summed)."""
-    from .scan_fwd import _meta
+    from .scan_fwd import _launch, _meta
 
     meta = _meta(src, cfg)
     nd, batch, length, channels = src["ND"], src["B"], src["L"], src["E"]
@@ -426,8 +466,11 @@ def scan_backward(src: dict, cfg: dict, h_in, q_in, dz: torch.Tensor | None) -> 
         HAS_Z=src["z"] is not None,
         HAS_INIT=h_in is not None,
         USE_SCRATCH=n_tiles > 1,
+        EDOT=cfg["edot"],
+        REV_FLIP=cfg["rev_flip"],
+        DOT_PRECISION="tf32" if src["u"].dtype == torch.bfloat16 else "tf32x3",
         **meta,
-        num_warps=cfg["num_warps"],
+        **_launch(cfg),
     )
     note("scan_bwd_kernel", compiled)
     return bufs

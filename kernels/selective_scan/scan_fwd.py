@@ -2,12 +2,15 @@
 
 The sequence is cut into chunks of ``CL`` positions so that batch 1 on a 16k-token tile still gives thousands of
 programs. With one chunk per sequence only the output pass runs (one exp per state element). With several:
-1. ``_chunk_state_kernel`` scans each chunk from a zero state: its end state and its total decay exp(A * sum delta);
+1. ``_chunk_state_kernel`` scans each chunk from a zero state: its end state and its total decay
+   exp(A * sum delta) (with SKIP_LAST, not the last chunk in scan order: its state would enter no chunk);
 2. ``_chunk_combine_kernel`` walks the chunks in scan order and turns them into the state entering each chunk;
 3. ``_scan_fwd_kernel`` rescans each chunk from its entering state and writes y.
 Inside a chunk, tiles of T positions are scanned with ``tl.associative_scan`` (T steps in parallel rather than one
 loop-carried step at a time). Both directions run in one program of the output pass, on the same positions, the
 second adding to what the first wrote (the two-direction average), so no flipped copy is ever made.
+Switches (constexpr, from the launch config): ``ELAST`` orients the state tiles channels-last (one channel per
+thread, see triton_common), ``EXP_POLY`` moves some exponentials from the MUFU unit onto the FMA pipe.
 """
 
 from __future__ import annotations
@@ -17,7 +20,24 @@ import triton
 import triton.language as tl
 
 from .config import new_buffer, note
-from .triton_common import LOG2E, first_row, load_delta, load_params, load_rows, load_u, scan_combine, tile_positions
+from .triton_common import (
+    LOG2E,
+    bc_e,
+    bc_s,
+    bc_te,
+    bc_tn,
+    decay,
+    first_row,
+    load_delta,
+    load_params,
+    load_rows,
+    load_u,
+    scan_combine,
+    state_mask,
+    state_offsets,
+    sum_n,
+    tile_positions,
+)
 
 # ----------------------------------------------------------------------------------------------- kernels
 
@@ -59,13 +79,22 @@ def _chunk_state_kernel(
     CONV: tl.constexpr,
     DTPROJ: tl.constexpr,
     SOFTPLUS: tl.constexpr,
+    ELAST: tl.constexpr,
+    EXP_POLY: tl.constexpr,
+    SKIP_LAST: tl.constexpr,
 ):
-    """Grid (n_eblk * n_chunks * B, ND). Writes decay, hloc: [ND, B, n_chunks, E, N] (fp32)."""
+    """Grid (n_eblk * n_chunks' * B, ND). Writes decay, hloc: [ND, B, n_chunks, E, N] (fp32). With SKIP_LAST,
+    n_chunks' = n_chunks - 1: not the last chunk in scan order (n_chunks - 1 for direction 0, 0 for direction 1;
+    the chunk index then depends on the direction, which costs about 25 registers on sm_90), else every chunk."""
     pid = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1).to(tl.int64)
     i_e = pid % n_eblk
-    i_c = (pid // n_eblk) % n_chunks
-    i_b = pid // (n_eblk * n_chunks)
+    if SKIP_LAST:
+        i_c = (pid // n_eblk) % (n_chunks - 1) + d
+        i_b = pid // (n_eblk * (n_chunks - 1))
+    else:
+        i_c = (pid // n_eblk) % n_chunks
+        i_b = pid // (n_eblk * n_chunks)
     o_e = i_e * BE + tl.arange(0, BE)
     m_e = o_e < E
     o_n = tl.arange(0, NP)
@@ -75,9 +104,9 @@ def _chunk_state_kernel(
     o_t = tl.arange(0, T)
     c0 = i_c * CL
     c1 = tl.minimum(c0 + CL, L)
-    A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
+    A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ, ELAST)
     A2 = A * LOG2E
-    h = tl.zeros([BE, NP], tl.float32)
+    h = tl.zeros_like(A2)  # [BE, NP] or [NP, BE] (ELAST)
     delta_sum = tl.zeros([BE], tl.float32)
     for j in range(tl.cdiv(c1 - c0, T)):
         pos, m_t = tile_positions(c0, c1, j, o_t, d, T)
@@ -86,14 +115,14 @@ def _chunk_state_kernel(
             p_dt, w_dt, bias, i_b, pos, m_t, o_e, m_e, o_r, m_r, d, s_dtd, s_dtb, s_dtl, DTPROJ, SOFTPLUS, True
         )
         b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)  # [T, NP]
-        a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # [T, BE, NP]
-        bb = (delta * u)[:, :, None] * b_t[:, None, :]
+        a = decay(bc_te(delta, ELAST) * bc_s(A2), j, EXP_POLY)  # [T, BE, NP] or [T, NP, BE]
+        bb = bc_te(delta * u, ELAST) * bc_tn(b_t, ELAST)
         acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
-        h = first_row(hloc + acum * h[None, :, :], o_t, T - 1)
+        h = first_row(hloc + acum * bc_s(h), o_t, T - 1)
         delta_sum += tl.sum(delta, axis=0)
-    o_s = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
-    m_s = m_e[:, None] & m_n[None, :]
-    tl.store(p_decay + o_s, tl.exp2(A2 * delta_sum[:, None]), mask=m_s)
+    o_s = state_offsets(((d * B + i_b) * n_chunks + i_c) * E * N, o_e, o_n, N, ELAST)
+    m_s = state_mask(m_e, m_n, ELAST)
+    tl.store(p_decay + o_s, tl.exp2(A2 * bc_e(delta_sum, ELAST)), mask=m_s)
     tl.store(p_hloc + o_s, h, mask=m_s)
 
 
@@ -101,7 +130,8 @@ def _chunk_state_kernel(
 def _chunk_combine_kernel(p_decay, p_state, B, n_chunks, EN, BLK: tl.constexpr, FLIP: tl.constexpr):
     """Grid (cdiv(E*N, BLK), ND * B). In place: p_state[c] (a chunk's local end state) becomes the state entering
     chunk c in scan order. Direction 0 walks chunks upwards, direction 1 downwards (swapped when FLIP: the
-    gradient carry runs against the scan)."""
+    gradient carry runs against the scan). The last chunk of the walk feeds no chunk: never read (with SKIP_LAST
+    nobody computes it)."""
     i_blk = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1).to(tl.int64)
     d = i_db // B
@@ -113,10 +143,11 @@ def _chunk_combine_kernel(p_decay, p_state, B, n_chunks, EN, BLK: tl.constexpr, 
     for k in range(n_chunks):
         c = tl.where(desc, n_chunks - 1 - k, k).to(tl.int64)
         off = base + c * EN + o
-        decay = tl.load(p_decay + off, mask=m, other=1.0)
-        local = tl.load(p_state + off, mask=m, other=0.0)
+        m_k = m & (k + 1 < n_chunks)
+        dec = tl.load(p_decay + off, mask=m_k, other=1.0)
+        local = tl.load(p_state + off, mask=m_k, other=0.0)
         tl.store(p_state + off, h, mask=m)
-        h = decay * h + local
+        h = dec * h + local
 
 
 @triton.jit(
@@ -186,6 +217,8 @@ def _scan_fwd_kernel(
     SOFTPLUS: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_INIT: tl.constexpr,
+    ELAST: tl.constexpr,
+    EXP_POLY: tl.constexpr,
 ):
     """Grid (n_eblk * n_chunks * B,). y[b, t, e] = scale * sum_d (C_t . h_t + D u_t) * silu(z_t), both directions
     in this program on the same positions (the second direction reads back what the first wrote)."""
@@ -204,13 +237,13 @@ def _scan_fwd_kernel(
     c1 = tl.minimum(c0 + CL, L)
     n_tiles = tl.cdiv(c1 - c0, T)
     for d in tl.static_range(ND):
-        A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ)
+        A, Dv, w_dt, bias = load_params(p_A, p_D, p_dtw, p_dtb, o_e, m_e, o_n, m_n, o_r, m_r, d, E, N, R, DTPROJ, ELAST)
         A2 = A * LOG2E
         if HAS_INIT:
-            o_h = (((d * B + i_b) * n_chunks + i_c) * E + o_e[:, None]) * N + o_n[None, :]
-            h = tl.load(p_hin + o_h, mask=m_e[:, None] & m_n[None, :], other=0.0)
+            o_h = state_offsets(((d * B + i_b) * n_chunks + i_c) * E * N, o_e, o_n, N, ELAST)
+            h = tl.load(p_hin + o_h, mask=state_mask(m_e, m_n, ELAST), other=0.0)
         else:
-            h = tl.zeros([BE, NP], tl.float32)
+            h = tl.zeros_like(A2)
         for j in range(n_tiles):
             pos, m_t = tile_positions(c0, c1, j, o_t, d, T)
             u, _ = load_u(p_x, p_cw, p_cb, i_b, pos, m_t, o_e, m_e, d, L, E, s_xb, s_xl, T, BE, K, CONV)
@@ -219,11 +252,11 @@ def _scan_fwd_kernel(
             )
             b_t = load_rows(p_b, i_b, pos, m_t, o_n, m_n, d, s_bd, s_bb, s_bl)  # [T, NP]
             c_t = load_rows(p_c, i_b, pos, m_t, o_n, m_n, d, s_cd, s_cb, s_cl)  # [T, NP]
-            a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # [T, BE, NP]
-            bb = (delta * u)[:, :, None] * b_t[:, None, :]
+            a = decay(bc_te(delta, ELAST) * bc_s(A2), j, EXP_POLY)  # [T, BE, NP] or [T, NP, BE]
+            bb = bc_te(delta * u, ELAST) * bc_tn(b_t, ELAST)
             acum, hloc = tl.associative_scan((a, bb), 0, scan_combine)
-            hs = hloc + acum * h[None, :, :]  # [T, BE, NP] states after each step
-            y = tl.sum(hs * c_t[:, None, :], axis=2) + u * Dv[None, :]  # [T, BE]
+            hs = hloc + acum * bc_s(h)  # states after each step
+            y = sum_n(hs * bc_tn(c_t, ELAST), ELAST) + u * Dv[None, :]  # [T, BE]
             if HAS_Z:
                 z = load_rows(p_z, i_b, pos, m_t, o_e, m_e, 0, 0, s_zb, s_zl)
                 y = y * z * tl.sigmoid(z)
@@ -244,6 +277,13 @@ def _scan_fwd_kernel(
 def chunk_states(src: dict, cfg: dict, *, reverse_carry: bool = False, grad: bool = False) -> torch.Tensor:
     """State entering every chunk, [ND, B, n_chunks, E, N] fp32 (forward states, or with ``grad`` the gradient
     carried into each chunk from the chunks after it in scan order)."""
+    decay, state = local_chunk_states(src, cfg, grad=grad)
+    combine_chunks(decay, state, reverse_carry=reverse_carry)
+    return state
+
+
+def local_chunk_states(src: dict, cfg: dict, *, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each chunk's total decay and its local end state (or gradient carry with ``grad``), [ND, B, n_chunks, E, N]."""
     from .scan_bwd import launch_grad_chunk_state
 
     nd, batch, n_chunks, channels, n = src["ND"], src["B"], cfg["n_chunks"], src["E"], src["N"]
@@ -251,38 +291,62 @@ def chunk_states(src: dict, cfg: dict, *, reverse_carry: bool = False, grad: boo
     state = new_buffer(decay, decay.shape)
     if grad:
         launch_grad_chunk_state(src, cfg, decay, state)
-    else:
-        grid = (cfg["n_eblk"] * n_chunks * batch, nd)
-        compiled = _chunk_state_kernel[grid](
-            src["u"],
-            src["dt"],
-            src["b"],
-            decay,
-            state,
-            src["conv_w"],
-            src["conv_b"],
-            src["dt_w"],
-            src["dt_bias"],
-            src["A"],
-            src["D"],
-            batch,
-            src["L"],
-            channels,
-            n,
-            src["R"],
-            n_chunks,
-            cfg["n_eblk"],
-            *src["s_u"],
-            *src["s_dt"],
-            *src["s_b"],
-            **_meta(src, cfg),
-            num_warps=cfg["num_warps"],
-        )
-        note("chunk_state_kernel", compiled)
+        return decay, state
+    grid = (cfg["n_eblk"] * (n_chunks - cfg["skip_last_chunk"]) * batch, nd)
+    compiled = _chunk_state_kernel[grid](
+        src["u"],
+        src["dt"],
+        src["b"],
+        decay,
+        state,
+        src["conv_w"],
+        src["conv_b"],
+        src["dt_w"],
+        src["dt_bias"],
+        src["A"],
+        src["D"],
+        batch,
+        src["L"],
+        channels,
+        n,
+        src["R"],
+        n_chunks,
+        cfg["n_eblk"],
+        *src["s_u"],
+        *src["s_dt"],
+        *src["s_b"],
+        SKIP_LAST=cfg["skip_last_chunk"],
+        **_meta(src, cfg),
+        **_launch(cfg),
+    )
+    note("chunk_state_kernel", compiled)
+    return decay, state
+
+
+def combine_chunks(decay: torch.Tensor, state: torch.Tensor, *, reverse_carry: bool = False) -> None:
+    """In place: local chunk states -> the state entering each chunk (a sequential walk over the chunks)."""
+    nd, batch, n_chunks, channels, n = state.shape
     block = 256
     grid = (triton.cdiv(channels * n, block), nd * batch)
     _chunk_combine_kernel[grid](decay, state, batch, n_chunks, channels * n, BLK=block, FLIP=reverse_carry)
-    return state
+
+
+def states_for(src: dict, cfg: dict, h_in: torch.Tensor | None, new_cfg: dict) -> torch.Tensor | None:
+    """The states entering ``new_cfg``'s chunks (the backward's), from the forward's ``h_in`` at ``cfg``'s chunks:
+    None for one chunk; the same; every k-th when a new chunk is k old ones; else recomputed (chunk states and
+    combine with the forward's tiles at the new chunk length)."""
+    if new_cfg["n_chunks"] == 1:
+        return None
+    if new_cfg["chunk_len"] == cfg["chunk_len"]:
+        return h_in
+    if h_in is not None and new_cfg["chunk_len"] % cfg["chunk_len"] == 0:
+        # new chunk c spans old chunks [c k, min(c k + k, n_old)): direction 0 enters at the first, 1 at the last
+        k, n_old = new_cfg["chunk_len"] // cfg["chunk_len"], h_in.shape[2]
+        first = torch.arange(new_cfg["n_chunks"], device=h_in.device) * k
+        enter = (first, torch.clamp(first + k, max=n_old) - 1)
+        return torch.stack([h_in[d].index_select(1, enter[d]) for d in range(h_in.shape[0])])
+    chunking = {k: new_cfg[k] for k in ("chunk_len", "n_chunks")}
+    return chunk_states(src, cfg | chunking | {"block_t": min(cfg["block_t"], new_cfg["chunk_len"])})
 
 
 def scan_forward(src: dict, cfg: dict, y: torch.Tensor, h_in: torch.Tensor | None) -> torch.Tensor:
@@ -321,7 +385,7 @@ def scan_forward(src: dict, cfg: dict, y: torch.Tensor, h_in: torch.Tensor | Non
         HAS_Z=src["z"] is not None,
         HAS_INIT=h_in is not None,
         **_meta(src, cfg),
-        num_warps=cfg["num_warps"],
+        **_launch(cfg),
     )
     note("scan_fwd_kernel", compiled)
     return y
@@ -339,4 +403,11 @@ def _meta(src: dict, cfg: dict) -> dict:
         CONV=src["conv"],
         DTPROJ=src["dtproj"],
         SOFTPLUS=src["softplus"],
+        ELAST=cfg["elast"],
+        EXP_POLY=cfg["exp_poly"],
     )
+
+
+def _launch(cfg: dict) -> dict:
+    """Launch options of a scan kernel (warps, software-pipeline stages)."""
+    return {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}

@@ -78,6 +78,35 @@ def test_selective_scan_matches_reference(case, chunk):
     assert not bad, f"{DTYPE_NAMES[dtype]} errors above tolerance: {bad}"
 
 
+# launch switches (off by default) on the one-direction op: channels-last tiles + polynomial exp2 forward, backward
+# on its own chunking (recomputed states) and tiles
+SWITCHES = {
+    "elast-poly1+bwd-chunk4": dict(elast=True, block_e=8, num_warps=1, exp_poly=1, bwd_chunk_len=4, bwd_block_t=2),
+    "poly2-skip+bwd-elast-chunk32": dict(
+        exp_poly=2, bwd_elast=True, bwd_block_e=16, bwd_num_warps=1, bwd_chunk_len=32, skip_last_chunk=True
+    ),
+}
+
+
+@pytest.mark.parametrize("launch", list(SWITCHES.values()), ids=list(SWITCHES))
+def test_selective_scan_switches_match_reference(launch):
+    import vimscope_kernels
+    from vimscope_kernels.selective_scan.naive import selective_scan_ref
+
+    inputs = make_inputs(2, 37, 12, 6, OPTIONS["full"])
+    ours = {k: v.float().requires_grad_() for k, v in inputs.items()}
+    ref_in = {k: v.detach().double().requires_grad_() for k, v in ours.items()}
+    y = vimscope_kernels.selective_scan(**ours, softplus=True, chunk_len=8, backend="triton", **launch)
+    ref = selective_scan_ref(**ref_in, softplus=True)
+    dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y.backward(dy.float())
+    ref.backward(dy.float().double())
+    errors = {"out": compare(y, ref)}
+    errors.update({"d_" + k: compare(v.grad, ref_in[k].grad) for k, v in ours.items()})
+    bad = failures(errors, *TOLERANCE[torch.float32])
+    assert not bad, f"fp32 errors above tolerance: {bad}"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype,chunk", [(torch.float32, None), (torch.bfloat16, 256)], ids=["fp32-auto", "bf16-c256"])
 def test_selective_scan_gpu_real_shape(dtype, chunk):
