@@ -1,0 +1,622 @@
+"""Backbone benchmark (issue 5): vim_tiny with the Triton scan vs DeiT-Tiny (timm, fused SDPA and eager attention).
+
+One run on one card: batch inference at 224, 512, 1024, 1248, 2048 and 4096 px, the same batch per size for every
+model (BATCHES: it fills an H100 and fits vim_tiny and DeiT-flash; eager attention's L x L scores may not fit, and
+an out-of-memory case is recorded as "oom"), ``torch.inference_mode()``, warm-up, then the median of CUDA-event
+times: images/s and peak GPU memory (``max_memory_allocated`` after a reset, weights and input included) per
+(model, size); the sizes the goals name (1248, 2048, 4096) run first, so ``--budget-s`` cuts the others. Then a
+time budget of one Vim layer (torch.profiler, kernels grouped into scan, GEMMs, norm + residual, casts/copies,
+other) at 1024 and 2048 px, and of a whole forward.
+
+Models and precision (``--precision bf16``, the default): every model is cast to bfloat16 (``.to(bfloat16)``,
+input in bf16), the cheapest faithful choice: vim_tiny's residual stream stays float32 and its RMSNorm computes
+in float32 (the model code does both whatever the weights' dtype, as hustvl/Vim's ``residual_in_fp32``), and the
+mixer hands the scan float32 inputs. ``--precision autocast`` keeps float32 weights under bf16 autocast (what
+``vimscope segment`` does); one vim_tiny row per ``--compare-autocast-sizes`` size times that mode too, so the
+JSON says which is faster. vim_tiny is built by the registry (``create_model("vim_tiny")``: the feature head, the
+token grid is the output) with its 224 px position embedding, resampled to the image size in every forward as in
+the pipeline. DeiT-Tiny is ``timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=S,
+num_classes=1000)``, random weights, ``model(x)``; "flash" runs its fused ``F.scaled_dot_product_attention``
+inside ``sdpa_kernel(FLASH_ATTENTION)`` (efficient attention where flash cannot run; the backend and the
+kernels it launched are in the JSON), "eager" sets ``fused_attn = False`` on every attention module.
+
+The official Vim-Tiny (mamba_ssm) cannot be installed on the GPU machine: its images/s are quoted from issue 5
+and DESIGN.md as constants (``official_quoted`` in the JSON), never measured here.
+
+    python benchmarks/bench_backbone.py --plot benchmarks/results/backbone.png     # ~2-3 min on an H100
+    python benchmarks/bench_backbone.py --device cpu --sizes 64,128 --batch 2 --profile-sizes 64 \\
+        --compare-autocast-sizes 64 --target-s 0.2                                   # smoke test of every path
+Needs torch, triton, timm (numpy and matplotlib for ``--plot``) and the source tree: no zarr, dask or openslide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # an installed vimscope wins; the GPU machine has none (PYTHONPATH shim)
+
+SIZES = (224, 512, 1024, 1248, 2048, 4096)
+# one batch per size for every model: about 50k-520k tokens in flight; eager DeiT's bf16 scores need
+# 2 x batch x 3 heads x L^2 x 2 bytes (48 GiB at 2048 / 16, 206 GB at 4096 / 8: recorded as oom)
+BATCHES = {224: 256, 512: 128, 1024: 64, 1248: 64, 2048: 16, 4096: 8}
+PROFILE_SIZES = (1024, 2048)
+GOAL_SIZES = (1248, 2048, 4096)
+MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager")
+PATCH = 16
+# Not measured here: hustvl/Vim's Vim-Tiny (mamba_ssm CUDA kernels) cannot be installed on the GPU machine.
+OFFICIAL_QUOTED = [
+    {"model": "vim_tiny_official", "size": 1248, "batch": 64, "images_per_s": 189.0, "source": "issue 5, H100"},
+    {"model": "deit_tiny_flash", "size": 1248, "batch": 64, "images_per_s": 619.0, "source": "issue 5, H100"},
+    {"model": "vim_tiny_official", "size": 2048, "batch": None, "images_per_s": 65.0, "source": "DESIGN.md, H100"},
+    {"model": "deit_tiny_flash", "size": 2048, "batch": None, "images_per_s": 122.0, "source": "DESIGN.md, H100"},
+]
+CATEGORIES = ("scan", "gemm", "norm_residual", "cast_copy", "attention", "other")
+
+
+# ----------------------------------------------------------------------------------------------- kernel names
+
+
+def scan_kernel_names() -> frozenset[str]:
+    """Names of our Triton kernels (``def _..._kernel(`` in kernels/selective_scan/*.py), as the profiler shows them."""
+    names = set()
+    for path in (ROOT / "kernels" / "selective_scan").glob("*.py"):
+        names.update(re.findall(r"^def (\w+_kernel)\(", path.read_text(), flags=re.M))
+    return frozenset(names)
+
+
+_GEMM = re.compile(r"gemm|gemv|cutlass|xmma|cublas|nvjet|wgmma|cudnn|splitk|aten::(addmm|mm|bmm|matmul|linear)$"
+                   r"|aten::\w*conv", re.I)  # fmt: skip
+_ATTENTION = re.compile(r"flash|fmha|attention|softmax", re.I)
+_CAST = re.compile(r"copy|memcpy|memset|catarray|aten::(to|_to_copy|contiguous|clone|cat|stack|empty\w*|fill_)$"
+                   r"|fill_kernel|convert", re.I)  # fmt: skip
+_NORM = re.compile(r"functor_add|addfunctor|add_kernel|mulfunctor|functor_mul|mul_kernel|meanops|reduce_kernel|pow_"
+                   r"|rsqrt|aten::(add_?|mul_?|mean|pow|rsqrt|sum)$", re.I)  # fmt: skip
+
+
+def categorize(name: str, scan_names: frozenset[str] = frozenset()) -> str:
+    """One of CATEGORIES for a CUDA kernel name (or a CPU aten op name on a CPU run)."""
+    if any(s in name for s in scan_names):
+        return "scan"
+    for category, pattern in (("gemm", _GEMM), ("attention", _ATTENTION), ("cast_copy", _CAST)):
+        if pattern.search(name):
+            return category
+    return "norm_residual" if _NORM.search(name) else "other"
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+def build_vim(device: torch.device, precision: str) -> torch.nn.Module:
+    from vimscope.models import create_model
+
+    model = create_model("vim_tiny")  # feature head; 224 px position embedding, resampled per forward
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def build_deit(size: int, device: torch.device, precision: str) -> torch.nn.Module:
+    import timm
+
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=size, num_classes=1000)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def set_fused_attention(model: torch.nn.Module, fused: bool) -> int:
+    """Set ``fused_attn`` on every timm attention module; returns how many there are."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = fused
+            n += 1
+    return n
+
+
+def sdpa_backend(device: torch.device, dtype: torch.dtype) -> dict:
+    """Flash attention when it runs at DeiT-Tiny's shapes (3 heads of 64), else memory-efficient attention.
+
+    Returns the backend's name, the ``sdpa_kernel`` argument and the kernels (or CPU ops) a probe call launched.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(2, 3, 197, 64, device=device, dtype=dtype)
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel(backend), torch.inference_mode():
+                torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                with profile(activities=activities) as prof:
+                    torch.nn.functional.scaled_dot_product_attention(q, q, q)
+                    synchronize(device)
+        except RuntimeError as e:
+            print(f"sdpa backend {name} unavailable: {str(e).splitlines()[0][:200]}", flush=True)
+            continue
+        events = [e for e in prof.key_averages() if _ATTENTION.search(e.key)]  # GPU kernels first, then CPU ops
+        events.sort(key=lambda e: (e.device_type != torch.autograd.DeviceType.CUDA, e.key))
+        return {"name": name, "backend": backend, "probe_kernels": [e.key[:120] for e in events[:6]]}
+    raise RuntimeError("neither flash nor memory-efficient SDPA runs here")
+
+
+# ----------------------------------------------------------------------------------------------- timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call (CUDA events on a GPU)."""
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def measure(fn: Callable[[], object], device: torch.device, target_s: float, min_reps: int, max_reps: int) -> dict:
+    """First call (compiles), one warm-up, then reps ~ target_s / warm-up time: median seconds and peak memory."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    first_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    warm = timed_call(fn, device)
+    reps = max(min_reps, min(max_reps, int(target_s / max(warm, 1e-6))))
+    times = [timed_call(fn, device) for _ in range(reps)]
+    out = {"median_s": statistics.median(times), "min_s": min(times), "reps": reps, "first_call_s": first_s}
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["resident_gib"] = base / 2**30  # weights + input before the forward
+    return out
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+# ----------------------------------------------------------------------------------------------- profiles
+
+
+def profile_kernels(fn: Callable[[], object], device: torch.device, reps: int) -> list[dict]:
+    """Kernels (CPU ops on a CPU run) of ``reps`` calls: name, total ms and count per call."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=reps, repeat=1)) as prof:
+        for _ in range(1 + reps):  # the first, profiled but not recorded, pays the profiler's start-up
+            fn()
+            synchronize(device)
+            prof.step()
+    rows = []
+    for e in prof.key_averages():
+        if cuda:
+            if e.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        else:
+            us = e.self_cpu_time_total
+        if us > 0 and not e.key.startswith("ProfilerStep"):
+            rows.append({"name": e.key, "ms": us / 1e3 / reps, "count": e.count / reps})
+    return rows
+
+
+def budget(kernels: list[dict], scan_names: frozenset[str], top: int = 10) -> dict:
+    """Per-category ms and % of the kernel time, plus the ``top`` kernels."""
+    total = sum(k["ms"] for k in kernels) or 1e-12
+    cats = {c: {"ms": 0.0, "pct": 0.0, "kernels": 0.0} for c in CATEGORIES}
+    for k in kernels:
+        k["category"] = categorize(k["name"], scan_names)
+        cats[k["category"]]["ms"] += k["ms"]
+        cats[k["category"]]["kernels"] += k["count"]
+    for c in cats.values():
+        c["pct"] = 100 * c["ms"] / total
+    ranked = sorted(kernels, key=lambda k: -k["ms"])[:top]
+    tops = [{**k, "name": k["name"][:160], "pct": 100 * k["ms"] / total} for k in ranked]
+    return {"kernel_ms": total, "kernel_launches": sum(k["count"] for k in kernels), "categories": cats, "top": tops}
+
+
+def layer_budget(model, size: int, batch: int, device: torch.device, precision: str, reps: int) -> dict:
+    """One Vim block (the middle one) at this image size, then one whole forward: kernel time by category."""
+    scan_names = scan_kernel_names()
+    backbone = getattr(model, "backbone", model)
+    block = backbone.layers[len(backbone.layers) // 2]
+    tokens = (size // PATCH) ** 2 + 1
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    hidden = torch.randn(batch, tokens, backbone.embed_dim, device=device, dtype=dtype)
+    residual = torch.randn(batch, tokens, backbone.embed_dim, device=device, dtype=torch.float32)
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    with torch.inference_mode(), autocast(device, precision):
+        layer = lambda: block(hidden, residual)  # noqa: E731
+        layer()
+        wall = measure(layer, device, 0.3, 3, 20)["median_s"] * 1e3
+        one = budget(profile_kernels(layer, device, reps), scan_names)
+        forward = lambda: model(x)  # noqa: E731
+        forward()
+        fwd_wall = measure(forward, device, 0.3, 2, 5)["median_s"] * 1e3
+        whole = budget(profile_kernels(forward, device, 1), scan_names, top=6)
+    depth = len(backbone.layers)
+    if not one["kernel_launches"]:
+        raise RuntimeError("the profiler recorded no kernels (CUPTI unavailable?)")
+    one["wall_ms"] = wall
+    one["gap_ms"] = wall - one["kernel_ms"]  # launch overhead and idle time between kernels
+    whole["wall_ms"] = fwd_wall
+    whole["outside_blocks_kernel_ms"] = whole["kernel_ms"] - depth * one["kernel_ms"]
+    return {"size": size, "batch": batch, "tokens": tokens, "depth": depth, "layer": one, "forward": whole}
+
+
+# ----------------------------------------------------------------------------------------------- cases
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "autocast":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def run_case(name, model, size, batch, device, precision, args, attention=None) -> dict:
+    """One (model, size) row: images/s and peak memory, or the status that stopped it ("oom", "error: ...")."""
+    from torch.nn.attention import sdpa_kernel
+
+    row = {"model": name, "size": size, "batch": batch, "tokens": (size // PATCH) ** 2 + 1, "precision": precision}
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    error = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        backend = sdpa_kernel(attention["backend"]) if attention else contextlib.nullcontext()
+        with torch.inference_mode(), autocast(device, precision), backend:
+            row.update(measure(lambda: model(x), device, args.target_s, args.min_reps, args.max_reps))
+        row["status"] = "ok"
+        row["ms_per_batch"] = row["median_s"] * 1e3
+        row["images_per_s"] = batch / row["median_s"]
+        row["tokens_per_s"] = row["images_per_s"] * row["tokens"]
+    except Exception as e:  # recorded, never fatal: eager attention runs out of memory at large sizes
+        error = e
+    if error is not None:
+        row["status"] = "oom" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:300]}"
+        if device.type == "cuda":  # reached before it failed (not a peak to compare)
+            row["peak_before_failure_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del error
+    x = None
+    free(device)
+    return row
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def ratios(rows: list[dict]) -> dict:
+    """Per size: vim_tiny over DeiT speed and memory; the issue's goals checked where the rows exist."""
+    ok = {(r["model"], r["size"]): r for r in rows if r.get("status") == "ok"}
+    per_size, goals = {}, {}
+    for size in sorted({r["size"] for r in rows}):
+        vim, flash, eager = (ok.get((m, size)) for m in MODELS)
+        entry = {}
+        if vim and flash:
+            entry["vim_over_flash_speed"] = vim["images_per_s"] / flash["images_per_s"]
+            if "peak_gib" in vim and "peak_gib" in flash:
+                entry["vim_over_flash_peak_memory"] = vim["peak_gib"] / flash["peak_gib"]
+        if vim and eager:
+            entry["vim_over_eager_speed"] = vim["images_per_s"] / eager["images_per_s"]
+        for q in OFFICIAL_QUOTED:
+            if q["size"] == size and vim and q["model"] == "vim_tiny_official":
+                entry["vim_over_official_quoted"] = vim["images_per_s"] / q["images_per_s"]
+            if q["size"] == size and flash and q["model"] == "deit_tiny_flash":
+                entry["deit_flash_measured_over_quoted"] = flash["images_per_s"] / q["images_per_s"]
+        per_size[size] = entry
+    big = [e["vim_over_flash_speed"] for s, e in per_size.items() if s >= 2048 and "vim_over_flash_speed" in e]
+    goals["faster_than_deit_flash_from_2048"] = min(big) > 1 if big else None
+    at4096 = per_size.get(4096, {}).get("vim_over_flash_speed")
+    goals["3x_deit_flash_at_4096"] = at4096 >= 3 if at4096 is not None else None
+    at1248 = per_size.get(1248, {}).get("vim_over_official_quoted")
+    goals["3x_official_vim_at_1248 (quoted)"] = at1248 >= 3 if at1248 is not None else None
+    mem = [e["vim_over_flash_peak_memory"] for e in per_size.values() if "vim_over_flash_peak_memory" in e]
+    goals["peak_memory_not_above_deit_flash"] = max(mem) <= 1 if mem else None
+    return {"per_size": per_size, "goals": goals}
+
+
+def _fmt(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else ""
+
+
+def markdown(rows: list[dict], summary: dict, layers: list[dict]) -> str:
+    lines = ["| size | batch | model | images/s | ms/batch | peak GiB | vs DeiT-flash | status |", "|---" * 8 + "|"]
+    for r in rows:
+        ratio = ""
+        if r["model"] != "deit_tiny_flash" and r.get("status") == "ok":
+            flash = next((f for f in rows if f["model"] == "deit_tiny_flash" and f["size"] == r["size"]), {})
+            if flash.get("status") == "ok":
+                ratio = f"{r['images_per_s'] / flash['images_per_s']:.2f}x"
+        lines.append(
+            f"| {r['size']} | {r['batch']} | {r['model']} | {_fmt(r.get('images_per_s'), '.1f')} "
+            f"| {_fmt(r.get('ms_per_batch'), '.2f')} | {_fmt(r.get('peak_gib'), '.2f')} | {ratio} | {r['status']} |"
+        )
+    lines += ["", "goals: " + ", ".join(f"{k}: {v}" for k, v in summary["goals"].items())]
+    for q in OFFICIAL_QUOTED:
+        lines.append(f"quoted, not measured: {q['model']} {q['size']} px: {q['images_per_s']} images/s ({q['source']})")
+    for lb in layers:
+        if "layer" not in lb:
+            lines += ["", f"layer budget at {lb['size']} px: {lb.get('status')}"]
+            continue
+        one = lb["layer"]
+        lines += [
+            "",
+            f"one Vim layer at {lb['size']} px, batch {lb['batch']} ({lb['tokens']} tokens): wall {one['wall_ms']:.3f} "
+            f"ms, kernels {one['kernel_ms']:.3f} ms in {one['kernel_launches']:.0f} launches; whole forward "
+            f"{lb['forward']['wall_ms']:.2f} ms",
+            "| category | ms / layer | % |",
+            "|---|---|---|",
+        ]
+        for c, v in one["categories"].items():
+            if v["ms"] > 0:
+                lines.append(f"| {c} | {v['ms']:.3f} | {v['pct']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, card: str, precision: str) -> None:
+    """Two log-log panels against image size: images/s (vim_tiny over DeiT-flash written at each vim point, the
+    quoted official numbers as crosses) and peak memory ("oom" at the top where a model ran out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = sorted({r["size"] for r in rows})
+    styles = {"vim_tiny": ("C0", "o"), "deit_tiny_flash": ("C1", "s"), "deit_tiny_eager": ("C2", "^")}
+    ok = {(r["model"], r["size"]): r for r in rows if r.get("status") == "ok"}
+    for name, (color, marker) in styles.items():
+        mine = [ok[name, s] for s in sizes if (name, s) in ok]
+        if mine:
+            xs = [r["size"] for r in mine]
+            ax_speed.plot(xs, [r["images_per_s"] for r in mine], marker=marker, color=color, label=name)
+            if all("peak_gib" in r for r in mine):
+                ax_mem.plot(xs, [r["peak_gib"] for r in mine], marker=marker, color=color, label=name)
+        for r in rows:
+            if r["model"] == name and r.get("status") == "oom":  # at the top of the panel, in the model's colour
+                ax_mem.annotate("oom", (r["size"], 0.97), xycoords=("data", "axes fraction"), color=color,
+                                ha="center", va="top", fontsize=8)  # fmt: skip
+    for s in sizes:
+        if ("vim_tiny", s) in ok and ("deit_tiny_flash", s) in ok:
+            vim = ok["vim_tiny", s]["images_per_s"]
+            ax_speed.annotate(f"{vim / ok['deit_tiny_flash', s]['images_per_s']:.2f}x", (s, vim), fontsize=7,
+                              color="C0", textcoords="offset points", xytext=(0, 6), ha="center")  # fmt: skip
+    for model, color, text in (
+        ("vim_tiny_official", "C3", "official Vim-Tiny"),
+        ("deit_tiny_flash", "C1", "DeiT-flash"),
+    ):
+        quoted = [q for q in OFFICIAL_QUOTED if q["model"] == model and sizes and sizes[0] <= q["size"] <= sizes[-1]]
+        if quoted:
+            ax_speed.scatter([q["size"] for q in quoted], [q["images_per_s"] for q in quoted], marker="x",
+                             color=color, label=f"{text} (quoted, other run)", zorder=3)  # fmt: skip
+    if not ax_mem.lines:
+        ax_mem.text(0.5, 0.5, "no GPU memory figures (CPU run)", transform=ax_mem.transAxes, ha="center")
+    for ax, label in ((ax_speed, "images/s"), (ax_mem, "peak GPU memory (GiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("image size (px, square)")
+        ax.set_ylabel(label)
+        ax.set_xticks(sizes, [str(s) for s in sizes], rotation=45, fontsize=8)
+        ax.minorticks_off()
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"vim_tiny (Triton scan) vs DeiT-Tiny, batch inference, {precision}, {card}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def card_slug(card: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100'; 'cpu' stays."""
+    words = [w for w in re.split(r"[^a-z0-9]+", card.lower()) if w and w != "nvidia"]
+    named = [w for w in words if re.search(r"[a-z]", w) and re.search(r"\d", w)]
+    return (named or words or ["unknown"])[0]
+
+
+def environment(device: torch.device) -> dict:
+    env = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "python": platform.python_version(),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    try:
+        env["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                       text=True, timeout=10).stdout.strip() or None  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        env["commit"] = None  # no git on the GPU machine's copy
+    for module in ("triton", "timm", "numpy"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(card=torch.cuda.get_device_name(device), sms=props.multi_processor_count,
+                   memory_gib=props.total_memory / 2**30, cudnn=torch.backends.cudnn.version())  # fmt: skip
+    else:
+        env.update(card="cpu", threads=torch.get_num_threads())
+    return env
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = [int(s) for s in text.split(",") if s.strip()]
+    bad = [s for s in sizes if s % PATCH or s < PATCH]
+    if bad:
+        raise argparse.ArgumentTypeError(f"sizes must be positive multiples of {PATCH}, got {bad}")
+    return sizes
+
+
+def batch_for(size: int, args) -> int:
+    if args.batch:
+        return args.batch
+    if size in BATCHES:
+        return BATCHES[size]
+    tokens = (size // PATCH) ** 2 + 1
+    return 1 << max(0, (400_000 // tokens).bit_length() - 1)  # a power of two near 400k tokens
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/backbone_<card>_<date>.json)")
+    ap.add_argument("--plot", type=Path, help="also write this PNG (images/s and peak memory against size)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sizes", type=parse_sizes, default=list(SIZES))
+    ap.add_argument("--batch", type=int, help=f"one batch for every size (default per size: {BATCHES})")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    ap.add_argument("--precision", choices=("bf16", "autocast", "fp32"), default="bf16")
+    ap.add_argument("--compare-autocast-sizes", type=parse_sizes, default=[1248], help="also vim_tiny under autocast")
+    ap.add_argument("--profile-sizes", type=parse_sizes, default=list(PROFILE_SIZES), help="one-layer budgets")
+    ap.add_argument("--profile-reps", type=int, default=5)
+    ap.add_argument("--target-s", type=float, default=1.0, help="timed seconds per case (at least --min-reps calls)")
+    ap.add_argument("--min-reps", type=int, default=3)
+    ap.add_argument("--max-reps", type=int, default=30)
+    ap.add_argument("--budget-s", type=float, default=170.0, help="skip remaining cases after this many seconds")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --device cpu for a smoke test", file=sys.stderr)
+        return 2
+    models = [m for m in args.models.split(",") if m]
+    if set(models) - set(MODELS):
+        ap.error(f"unknown models {sorted(set(models) - set(MODELS))}")
+    t_start = time.time()
+    env = environment(device)
+    attn_dtype = torch.float32 if args.precision == "fp32" else torch.bfloat16
+    try:
+        attention = sdpa_backend(device, attn_dtype) if "deit_tiny_flash" in models else None
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        attention = None
+    result = {
+        "environment": env,
+        "command": " ".join(["python"] + sys.argv),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "choices": {
+            "precision": args.precision,
+            "vim_residual": "float32 residual stream and float32 RMSNorm statistics (model code, any precision)",
+            "vim_scan_inputs": "as vimscope/models/mixer.py passes them (when written: xz and parameters cast to fp32)",
+            "vim_model": "create_model('vim_tiny'): feature head, 224 px pos-embed resampled to the size per forward",
+            "deit_model": "timm deit_tiny_patch16_224, pretrained=False, img_size=size, num_classes=1000, model(x)",
+            "sdpa_backend": attention and {k: v for k, v in attention.items() if k != "backend"},
+            "batches": {s: batch_for(s, args) for s in args.sizes},
+        },
+        "official_quoted": {
+            "note": "quoted from issue 5 and DESIGN.md, not measured by this script",
+            "rows": OFFICIAL_QUOTED,
+        },
+    }
+    print(f"{env['card']}: torch {env['torch']}, triton {env['triton']}, timm {env['timm']}; {args.precision}; "
+          f"sdpa {attention and attention['name']} {attention and attention['probe_kernels']}", flush=True)  # fmt: skip
+    rows, layers = [], []
+    vim = {}  # precision -> model (size-independent)
+
+    def over_budget() -> bool:
+        return time.time() - t_start > args.budget_s
+
+    # the sizes the goals name run first, so a run cut short by --budget-s still answers them
+    for size in sorted(args.sizes, key=lambda s: (s not in GOAL_SIZES, s)):
+        batch = batch_for(size, args)
+        plan = [(m, args.precision) for m in models]
+        if "vim_tiny" in models and size in args.compare_autocast_sizes and args.precision != "autocast":
+            plan.insert(1, ("vim_tiny", "autocast"))
+        deit = None
+        for name, precision in plan:
+            label = name if precision == args.precision else f"{name}_{precision}"
+            if over_budget():
+                rows.append({"model": label, "size": size, "batch": batch, "status": "skipped: budget"})
+                continue
+            if name == "deit_tiny_flash" and attention is None:
+                rows.append({"model": label, "size": size, "batch": batch, "status": "unavailable: no flash SDPA"})
+                continue
+            try:
+                if name == "vim_tiny":
+                    if precision not in vim:
+                        vim[precision] = build_vim(device, precision)
+                    model = vim[precision]
+                else:
+                    if deit is None:
+                        deit = build_deit(size, device, args.precision)
+                    n_attn = set_fused_attention(deit, name == "deit_tiny_flash")
+                    model = deit
+            except Exception as e:  # timm missing on this machine, or a model that cannot be built
+                status = f"unavailable: {e}" if isinstance(e, ImportError) else f"error: {e!r}"[:300]
+                rows.append({"model": label, "size": size, "batch": batch, "status": status})
+                continue
+            att = attention if name == "deit_tiny_flash" else None
+            row = run_case(label, model, size, batch, device, precision, args, att)
+            if name.startswith("deit"):
+                row["attention_modules"] = n_attn
+            rows.append(row)
+            print(f"{size:>5} px  B={batch:<4} {label:<18} {row['status']:<6} "
+                  f"{_fmt(row.get('images_per_s'), '9.1f')} images/s  peak {_fmt(row.get('peak_gib'), '.2f')} GiB",
+                  flush=True)  # fmt: skip
+            if name == "vim_tiny" and precision == args.precision and size in args.profile_sizes:
+                if over_budget():
+                    layers.append({"size": size, "status": "skipped: budget"})
+                    continue
+                try:
+                    layers.append(layer_budget(model, size, batch, device, precision, args.profile_reps))
+                except Exception as e:
+                    layers.append({"size": size, "status": "oom" if is_oom(e) else f"error: {e!r}"[:300]})
+                free(device)
+        deit = model = None
+        free(device)
+    order = {m: i for i, m in enumerate(MODELS)}
+    rows.sort(key=lambda r: (r["size"], order.get(r["model"], 0.5)))  # vim_tiny_autocast right after vim_tiny
+    layers.sort(key=lambda lb: lb["size"])
+    summary = ratios(rows)
+    result.update(rows=rows, summary=summary, layer_budget=layers, seconds=time.time() - t_start)
+    if args.out is None:
+        date = env["date"][:10]
+        args.out = ROOT / "benchmarks" / "results" / f"backbone_{card_slug(env['card'])}_{date}.json"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    table = markdown(rows, summary, layers)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    if args.plot:
+        plot(rows, args.plot, env["card"], args.precision)
+        print(f"wrote {args.plot}")
+    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+    return 1 if any(r["status"].startswith("error") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
