@@ -46,6 +46,7 @@ ENGINE = "auto"  # "python", "numba", or "auto": interpreted first, compiled onc
 VERDICTS = 4096  # remembered verdicts: identical tiles (blank background) are checked once
 
 _compiled = None
+_no_numba = False
 _checked_bytes = 0
 _compile_lock = threading.Lock()
 _tables_cache: dict[bytes, _Tables] = {}
@@ -103,6 +104,14 @@ class _Tables:
         return None
 
 
+def _numba_missing() -> None:
+    global _no_numba
+    _no_numba = True
+    import logging
+
+    logging.getLogger("vimscope.io").warning("numba is not installed: JPEG tiles are checked by the slow Python walker")
+
+
 def _walker(nbytes: int):
     """(walk function, compiled?): interpreted at first, numba-compiled once much data was checked."""
     global _compiled, _checked_bytes
@@ -112,14 +121,17 @@ def _walker(nbytes: int):
 
         return walk, False
     wanted = ENGINE == "numba" or "numba" in sys.modules or _checked_bytes > NUMBA_AFTER_BYTES
-    if _compiled is None and wanted:
+    if _compiled is None and wanted and not _no_numba:
         with _compile_lock:
-            if _compiled is None:
-                import numba
+            if _compiled is None and not _no_numba:
+                try:
+                    import numba
+                except ImportError:  # a machine without numba checks interpreted: correct, ~100x slower
+                    _numba_missing()
+                else:
+                    from vimscope.io._jpegwalk import walk
 
-                from vimscope.io._jpegwalk import walk
-
-                _compiled = numba.njit(cache=True, nogil=True)(walk)
+                    _compiled = numba.njit(cache=True, nogil=True)(walk)
     if _compiled is not None:
         return _compiled, True
     from vimscope.io._jpegwalk import walk

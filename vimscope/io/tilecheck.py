@@ -16,6 +16,7 @@ from vimscope.errors import DamagedTileError
 from vimscope.types import Box
 
 JPEG = 7
+PAST_END = "tile data runs past the end of the file"
 
 
 class TileChecker:
@@ -81,7 +82,7 @@ class TileChecker:
                 offset, count = int(offsets[index]), int(counts[index])
                 problem = None
                 if count and offset + count > size:
-                    problem = "tile data runs past the end of the file"
+                    problem = PAST_END
                 elif count and is_jpeg:
                     fh = tif.filehandle
                     with fh.lock:

@@ -1,0 +1,547 @@
+"""Pipeline throughput on the GPU machine (issue 8): the ceilings and the end-to-end rate, measured in one run.
+
+Slides: ``synthetic``, a JPEG-tiled pyramidal TIFF of ``--size`` px a side (512 px YCbCr tiles at 0.25 µm/px, the
+default model's resolution, so nothing is resampled; ``bench_batch.make_slide``) and the demo SVS (``--demo``; 240
+px RGB-photometric tiles with shared tables at 0.5 µm/px), run at the default model's resolution (``demo``: read
+2x upsampled, so the reader decodes) and at its own (``demo@native``: the JPEG tile path applies; the model then
+runs at the wrong scale, which changes nothing about throughput).
+
+Every rate is output megapixels per second: the processing-resolution area of the tile cores a stage delivers
+(a 256 px tile with a 32 px halo delivers 192 x 192 px), so decode, model and end-to-end are in one unit.
+
+- decode-alone: the pipeline's loaders over the slide's tiles with no model, each batch normalised on the device as
+  the model would take it: ``reader`` (decode=cpu: tifffile or OpenSlide decodes, all reader threads),
+  ``cpu-tiles`` (the level's own JPEG tiles on CPU threads) and ``nvjpeg`` (the GPU decode path). ``raw decode``
+  is the decoders alone on the level's tiles (TIFF tile px/s): libjpeg-turbo on all threads, nvjpeg in batches.
+- model-alone: the default model (vim_tiny_nuclei; bf16 autocast and the fused scan, as the pipeline runs it) at
+  its default tile and the pipeline's default batch (auto: 32 on CUDA), random uint8 tiles already on the GPU,
+  normalised as batches are; also at batch 4 (or 32), and the U-Net baseline (configs/train/monuseg_unet.yaml,
+  random weights).
+- host-alone: the real pipeline with a model of the default model's IO contract that computes nothing (its maps
+  are the input's channels): the ceiling of stitching, writing and the loop itself.
+- end-to-end: ``vimscope.pipeline.iter_run`` into a fresh folder with decode=cpu and decode=gpu. ``tiles`` counts
+  from the plan event to the last tile event (the goal's measure); runs longer than their share of ``--budget-s``
+  stop there and report the rate so far. ``run`` (call to done: tissue mask, pyramids, nuclei, GeoJSON) for the
+  ``demo`` runs, which finish quickly. ``loop_s``: the pipeline's own split of the tile loop (read_wait, model,
+  stitch_write in the writer thread, write_wait: the model thread waiting for the writer).
+
+Goal: end-to-end >= 90% of min(model-alone, decode-alone of the path the run used). GPU busy fraction: nvidia-smi
+every 100 ms during each end-to-end run (``bench_batch.GpuSampler``). Host peak RSS: VmHWM, reset per phase.
+
+    python benchmarks/bench_pipeline.py --demo .carry/CMU-1-Small-Region.svs --out gpu_out/pipeline.json
+    python benchmarks/bench_pipeline.py --device cpu --size 2048 --model vim_test_nuclei --budget-s 120  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+
+from bench_batch import GpuSampler, make_slide  # noqa: E402
+
+from vimscope.types import Box  # noqa: E402
+
+
+# --- small helpers ---------------------------------------------------------------------------------------------
+class Clock:
+    """The run's deadline; each phase gets a share of what is left."""
+
+    def __init__(self, budget: float):
+        self.t0 = time.perf_counter()
+        self.budget = budget
+
+    @property
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
+
+    def cap(self, share: float, floor: float = 1.0) -> float:
+        return max(floor, min(share * self.budget, self.left))
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def peak_rss_mb() -> float:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def mpx(area: float, seconds: float) -> float | None:
+    return round(area / 1e6 / seconds, 2) if seconds > 0 and area else None
+
+
+def pipeline_batch(config, device: torch.device) -> int:
+    """The batch size the pipeline runs with (``batch_size: 0`` is auto, resolved in ``pipeline.setup``)."""
+    if config.batch_size:
+        return config.batch_size
+    from vimscope.pipeline import setup
+
+    return getattr(setup, "GPU_BATCH", 32) if device.type == "cuda" else getattr(setup, "CPU_BATCH", 4)
+
+
+def core_area(plan, tiles) -> int:
+    return int(sum(plan.tiles[t].box.area for t in tiles))
+
+
+# --- slides ----------------------------------------------------------------------------------------------------
+def slides(args, workdir: Path) -> dict[str, dict]:
+    """name -> {path, target_mpp (None: the model's)}."""
+    out = {}
+    synthetic = workdir / f"synthetic-{args.size}.tif"
+    if not synthetic.exists():
+        t = time.perf_counter()
+        make_slide(synthetic, args.size, mpp=0.25, seed=1)
+        print(f"synthetic {args.size} px slide written in {time.perf_counter() - t:.1f} s", flush=True)
+    out["synthetic"] = {"path": synthetic, "target_mpp": None}
+    if args.demo and Path(args.demo).exists():
+        from vimscope.io import open_slide
+
+        out["demo"] = {"path": Path(args.demo), "target_mpp": None}
+        with open_slide(args.demo) as r:
+            out["demo@native"] = {"path": Path(args.demo), "target_mpp": r.meta.mpp}
+    elif args.demo:
+        print(f"demo slide {args.demo} not found: skipped", flush=True)
+    return out
+
+
+def make_plan(reader, spec, target_mpp):
+    from vimscope.tiling.plan import plan_tiles
+
+    return plan_tiles(reader.meta, target_mpp=target_mpp or spec.mpp, tile=spec.tile, halo=spec.halo)
+
+
+# --- decode-alone ----------------------------------------------------------------------------------------------
+def loader_for(path_name, reader, plan, batches, device, spec, workers):
+    from vimscope.tiling.jpegloader import CpuDecoder, JpegTileLoader, NvjpegDecoder, tile_level
+    from vimscope.tiling.loader import TileLoader
+
+    common = dict(workers=workers, prefetch=2, pad=spec.pad_fill, pad_value=255, damaged_value=255)
+    if path_name == "reader":
+        return TileLoader(reader, plan, batches, channels=3, **common)
+    level, why = tile_level(reader, plan)
+    if level is None:
+        return why
+    decoder = NvjpegDecoder(device) if path_name == "nvjpeg" else CpuDecoder(device)
+    return JpegTileLoader(level, plan, batches, device=device, decoder=decoder, **common)
+
+
+def decode_alone(path_name, reader, plan, device, spec, batch_size, workers, cap) -> dict:
+    from vimscope.tiling.jpegloader import nvjpeg_unavailable
+    from vimscope.tiling.loader import batches_in_order
+
+    if path_name == "nvjpeg" and nvjpeg_unavailable(device):
+        return {"skipped": nvjpeg_unavailable(device)}
+    batches = batches_in_order(range(len(plan.tiles)), batch_size)
+    loader = loader_for(path_name, reader, plan, batches, device, spec, workers)
+    if isinstance(loader, str):
+        return {"skipped": loader}
+    reset_peak_rss()
+    done, t0 = [], time.perf_counter()
+    with contextlib.closing(iter(loader)) as stream:
+        for batch in stream:
+            batch.to_device(device, spec.mean, spec.std)
+            loader.recycle(batch)
+            done += batch.tiles
+            if time.perf_counter() - t0 > cap:
+                break
+    sync(device)
+    seconds = time.perf_counter() - t0
+    out = {"mpx_s": mpx(core_area(plan, done), seconds), "tiles": len(done), "seconds": round(seconds, 2)}
+    out["peak_rss_mb"] = peak_rss_mb()
+    if hasattr(loader, "decoded_tiles"):
+        out.update(decoded_tiff_tiles=loader.decoded_tiles, peak_cached_tiles=loader.peak_cached)
+    return out
+
+
+def raw_decode(reader, plan, device, workers, cap) -> dict:
+    """The decoders alone on the read level's JPEG tiles: TIFF tile megapixels per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vimscope.tiling.jpegloader import NvjpegDecoder, decode_cpu, nvjpeg_unavailable, tile_level
+
+    level, why = tile_level(reader, plan)
+    if level is None:
+        return {"skipped": why}
+    fd = level.open()
+    try:
+        n = min(len(level.offsets), 4096)
+        streams = [level.fetch(fd, i)[0] for i in range(n)]
+    finally:
+        os.close(fd)
+    streams = [s for s in streams if s is not None]
+    px = level.tile[0] * level.tile[1]
+    out = {"tile_px": list(level.tile), "tiles": len(streams)}
+    with ThreadPoolExecutor(workers) as pool:
+        t0, k = time.perf_counter(), 0
+        while k == 0 or time.perf_counter() - t0 < cap / 2:
+            list(pool.map(decode_cpu, streams))
+            k += 1
+        out["libjpeg_threads"] = workers
+        out["libjpeg_mpx_s"] = mpx(k * len(streams) * px, time.perf_counter() - t0)
+    if nvjpeg_unavailable(device) is None:
+        dec = NvjpegDecoder(device)
+        encoded = [dec.prepare(s) for s in streams]
+        dec.decode(encoded[:8])
+        sync(device)
+        t0, k = time.perf_counter(), 0
+        while k == 0 or time.perf_counter() - t0 < cap / 2:
+            for i in range(0, len(encoded), 64):
+                dec.decode(encoded[i : i + 64])
+            k += 1
+        sync(device)
+        out["nvjpeg_mpx_s"] = mpx(k * len(streams) * px, time.perf_counter() - t0)
+        out["nvjpeg_fallback"] = dec.fallback
+    return out
+
+
+# --- model-alone -----------------------------------------------------------------------------------------------
+def model_alone(module, spec, device, batch_size, cap, precision="auto") -> dict:
+    from vimscope.pipeline.model import LoadedModel, resolve_dtype
+    from vimscope.pipeline.setup import forward
+    from vimscope.tiling.loader import TileBatch
+
+    dtype = resolve_dtype(precision, device)
+    lm = LoadedModel(module.to(device).eval(), spec, device, dtype, spec.name, [])
+    tile, core = spec.tile, spec.tile - 2 * spec.halo
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    pixels = torch.randint(0, 256, (batch_size, tile, tile, 3), dtype=torch.uint8, generator=gen).to(device)
+    batch = TileBatch(list(range(batch_size)), pixels, [Box(0, 0, tile, tile)] * batch_size)
+
+    def step():
+        forward(lm, batch.to_device(device, spec.mean, spec.std), True, False)
+
+    t_warm = time.perf_counter()
+    for _ in range(3):  # kernels compiled and autotuned here
+        step()
+    sync(device)
+    warm = time.perf_counter() - t_warm
+    reset_peak_rss()
+    t0, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - t0 < cap:
+        step()
+        n += 1
+        if n % 8 == 0:
+            sync(device)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "model": spec.name,
+        "tile": tile,
+        "halo": spec.halo,
+        "batch": batch_size,
+        "dtype": str(dtype).replace("torch.", ""),
+        "mpx_s": mpx(n * batch_size * core * core, seconds),
+        "tiles_s": round(n * batch_size / seconds, 1),
+        "ms_per_batch": round(1e3 * seconds / n, 2),
+        "warmup_s": round(warm, 1),
+    }
+
+
+def unet_baseline():
+    from vimscope.train.build import build
+    from vimscope.train.config import load_train_config, resolve_spec
+
+    config = load_train_config("monuseg_unet")
+    spec = resolve_spec(config.model, tile=config.tile)
+    torch.manual_seed(0)
+    return build(spec), spec
+
+
+class NullModel(torch.nn.Module):
+    """The IO contract of ``spec`` with no compute: its maps are the input's channels (varied, cheap)."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a device
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps = {"logits": x[:, : max(2, len(self.spec.classes))]}
+        for name in (self.spec.head or {}).get("extra_maps", {}) or {}:
+            maps[name] = x[:, 2:3]
+        return maps
+
+
+# --- end-to-end ------------------------------------------------------------------------------------------------
+def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool, model=None) -> dict:
+    """One run of the real pipeline; stops after the last tile (or at ``cap`` s of tiles) unless ``finish``."""
+    from vimscope.pipeline import iter_run
+
+    shutil.rmtree(out, ignore_errors=True)
+    reset_peak_rss()
+    result: dict = {}
+    plan = None
+    done = 0
+    t_call = time.perf_counter()
+    t_plan = t_tile = None
+    w_plan = w_tile = None
+    with GpuSampler() as sampler:
+        gen = iter_run(slide, config, out=out, model=model)
+        with contextlib.closing(gen):
+            for ev in gen:
+                now = time.perf_counter()
+                if ev.stage == "plan":
+                    t_plan, w_plan, plan = now, time.time(), ev.outputs["plan"]
+                    result["decode"] = ev.outputs.get("decode")
+                    result["tiles_planned"] = ev.total
+                elif ev.stage == "tiles":
+                    done, t_tile, w_tile = ev.done, now, time.time()
+                    result["loop_s"] = {k: round(v, 2) for k, v in (ev.outputs.get("timings") or {}).items()}
+                    last = done == ev.total
+                    if (last and not finish) or (not last and now - t_plan > cap):
+                        result["stopped_early"] = not last
+                        break
+                elif ev.stage == "done":
+                    res = ev.outputs.get("result")
+                    result["run_s"] = round(now - t_call, 2)
+                    if res is not None:
+                        s = res.summary
+                        result["decode"] = s.get("decode", result.get("decode"))
+                        result["timings_s"] = s.get("timings_s")
+                        result["run_mpx_s"] = mpx(s["megapixels"] * 1e6, now - t_call)
+    result["peak_rss_mb"] = peak_rss_mb()
+    if plan is None or t_tile is None:
+        return {**result, "skipped": "no tiles ran"}
+    order = sorted(range(len(plan.tiles)))[:done]
+    seconds = t_tile - t_plan
+    result.update(
+        tiles=done,
+        tiles_s=round(seconds, 2),
+        mpx_s=mpx(core_area(plan, order), seconds),
+        setup_s=round(t_plan - t_call, 2),
+        gpu_busy=sampler.busy(w_plan, w_tile),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+def ratios(entry: dict, model_mpx: float | None) -> None:
+    """Per end-to-end run: rate / min(model-alone, decode-alone of the decode path it used)."""
+    for run in entry.get("end_to_end", {}).values():
+        dec = entry.get("decode_alone", {}).get(run.get("decode"), {}).get("mpx_s")
+        if run.get("mpx_s") and dec and model_mpx:
+            bound = min(model_mpx, dec)
+            run["ceiling_mpx_s"] = bound
+            run["ratio"] = round(run["mpx_s"] / bound, 3)
+            run["bound_by"] = "model" if model_mpx <= dec else "decode"
+    e = entry.get("end_to_end", {})
+    if e.get("gpu", {}).get("mpx_s") and e.get("cpu", {}).get("mpx_s"):
+        entry["gpu_decode_gain"] = round(e["gpu"]["mpx_s"] / e["cpu"]["mpx_s"], 2)
+
+
+def _f(v) -> str:
+    return "-" if v is None else str(v)
+
+
+def table(doc: dict) -> str:
+    model = doc["model_alone"].get("default", {})
+    lines = [
+        f"model-alone: {model.get('model')} {model.get('tile')} px tiles, batch {model.get('batch')}, "
+        f"{model.get('dtype')}: **{model.get('mpx_s')} Mpx/s** ({model.get('ms_per_batch')} ms/batch); "
+        + ", ".join(
+            f"{k} {v.get('mpx_s')} Mpx/s" for k, v in doc["model_alone"].items() if k != "default" and "mpx_s" in v
+        ),
+        "",
+        "| slide | decode-alone reader / cpu-tiles / nvjpeg | host-alone | end-to-end cpu (ratio) | "
+        "end-to-end gpu (ratio) | GPU decode gain | GPU busy cpu / gpu | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, e in doc["slides"].items():
+        d = e.get("decode_alone", {})
+        dec = " / ".join(_f(d.get(k, {}).get("mpx_s")) for k in ("reader", "cpu-tiles", "nvjpeg"))
+        runs = e.get("end_to_end", {})
+
+        def run_cell(k, runs=runs):
+            r = runs.get(k, {})
+            if "mpx_s" not in r:
+                return "-"
+            return f"{r['mpx_s']} ({r.get('ratio', '-')}, {r.get('decode')})"
+
+        def busy(k, runs=runs):
+            b = runs.get(k, {}).get("gpu_busy") or {}
+            return "/".join(f"{v:.0%}" for v in b.values()) or "-"
+
+        rss = max((r.get("peak_rss_mb") or 0) for r in runs.values()) if runs else None
+        lines.append(
+            f"| {name} ({e.get('megapixels')} Mpx) | {dec} | {_f(e.get('host_alone', {}).get('mpx_s'))} | "
+            f"{run_cell('cpu')} | {run_cell('gpu')} | {_f(e.get('gpu_decode_gain'))} | {busy('cpu')} / {busy('gpu')} "
+            f"| {rss} |"
+        )
+    lines.append("")
+    lines.append(
+        "Rates in output Mpx/s (tile cores at the processing resolution); ratio = end-to-end / "
+        "min(model-alone, decode-alone of the path the run used)."
+    )
+    return "\n".join(lines)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "triton", "torchvision", "tifffile", "imagecodecs", "openslide", "zarr", "numpy", "numba"):
+        with contextlib.suppress(Exception):
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", None)
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+    return out
+
+
+def gpu_names() -> list[str]:
+    return (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+
+
+def main() -> int:
+    from vimscope.pipeline.config import DEFAULT_MODEL, PipelineConfig
+    from vimscope.tiling.loader import default_workers
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=16384, help="side of the synthetic slide (px at 0.25 µm/px)")
+    default_demo = Path.home() / ".cache" / "vimscope" / "CMU-1-Small-Region.svs"
+    ap.add_argument("--demo", default=str(default_demo), help="the demo SVS ('' to skip)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model of the model-alone and end-to-end runs")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the pipeline's)")
+    ap.add_argument("--budget-s", type=float, default=240.0, help="the whole run ends within about this")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/vimscope-bench-pipeline"))
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default benchmarks/results/pipeline-<date>.json)")
+    args = ap.parse_args()
+
+    clock = Clock(args.budget_s)
+    device = torch.device(args.device)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    base = PipelineConfig.load(device=args.device, model=args.model)
+    batch_size = args.batch or pipeline_batch(base, device)
+    workers = default_workers()
+    doc: dict = {
+        "benchmark": "pipeline",
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "gpu": gpu_names(),
+        "cpu_threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "reader_threads": workers,
+        "versions": versions(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "model_alone": {},
+        "slides": {},
+    }
+    todo = slides(args, args.workdir)
+
+    # model-alone: slide-independent, measured once
+    from vimscope.models import create_model
+
+    module = create_model(args.model)
+    spec = module.spec
+    print(f"model-alone {spec.name} ...", flush=True)
+    doc["model_alone"]["default"] = model_alone(module, spec, device, batch_size, clock.cap(0.04, 2.0))
+    print(f"  {doc['model_alone']['default']}", flush=True)
+    if clock.left > 0.7 * args.budget_s:
+        other = 4 if batch_size >= 32 else 32
+        doc["model_alone"][f"batch {other}"] = model_alone(module, spec, device, other, clock.cap(0.02, 1.0))
+        with contextlib.suppress(Exception):
+            unet, uspec = unet_baseline()
+            doc["model_alone"]["unet"] = model_alone(unet, uspec, device, batch_size, clock.cap(0.02, 1.0))
+        print(
+            f"  batch {other}: {doc['model_alone'][f'batch {other}'].get('mpx_s')}, unet: "
+            f"{doc['model_alone'].get('unet', {}).get('mpx_s')} Mpx/s",
+            flush=True,
+        )
+    del module
+    model_mpx = doc["model_alone"]["default"]["mpx_s"]
+
+    from vimscope.io import open_slide
+
+    shares = {"synthetic": 0.55, "demo": 0.12, "demo@native": 0.12}
+    for name, s in todo.items():
+        share = shares.get(name, 0.1) * args.budget_s
+        if clock.left < 10:
+            doc["slides"][name] = {"skipped": "budget spent"}
+            continue
+        entry: dict = {"path": str(s["path"]), "target_mpp": s["target_mpp"]}
+        doc["slides"][name] = entry
+        with open_slide(s["path"]) as reader:
+            plan = make_plan(reader, spec, s["target_mpp"])
+            entry.update(
+                megapixels=round(core_area(plan, range(len(plan.tiles))) / 1e6, 1),
+                tiles=len(plan.tiles),
+                read_level=plan.read_level,
+                level_scale=plan.level_scale,
+            )
+            print(f"{name}: {entry['megapixels']} Mpx in {len(plan.tiles)} tiles", flush=True)
+            entry["raw_decode"] = raw_decode(reader, plan, device, workers, min(0.04 * share, clock.left / 8))
+            entry["decode_alone"] = {}
+            # untimed: reader threads open their handles, jpegcheck compiles (numba) or fills its verdict cache
+            decode_alone("reader", reader, plan, device, spec, batch_size, workers, min(2.0, 0.01 * share))
+            for path_name in ("reader", "cpu-tiles", "nvjpeg"):
+                cap = min(0.06 * share, max(1.0, clock.left / 10))
+                r = decode_alone(path_name, reader, plan, device, spec, batch_size, workers, cap)
+                entry["decode_alone"][path_name] = r
+                print(f"  decode-alone {path_name}: {r}", flush=True)
+        finish = name == "demo"  # the whole run too (tissue mask, pyramids, nuclei, GeoJSON): small enough
+        cfg = base.replace(target_mpp=s["target_mpp"], overwrite=True, batch_size=batch_size).to_dict()
+        entry["end_to_end"] = {}
+        if clock.left > 15:
+            entry["host_alone"] = end_to_end(
+                s["path"],
+                {**cfg, "decode": "gpu"},
+                args.workdir / "out-host",
+                min(0.15 * share, clock.left / 4),
+                finish=False,
+                model=NullModel(spec),
+            )
+            print(f"  host-alone: {entry['host_alone']}", flush=True)
+        for dec in ("gpu", "cpu"):
+            if clock.left < 10:
+                entry["end_to_end"][dec] = {"skipped": "budget spent"}
+                continue
+            r = end_to_end(
+                s["path"],
+                {**cfg, "decode": dec},
+                args.workdir / f"out-{dec}",
+                min(0.25 * share, clock.left / 3),
+                finish=finish,
+            )
+            entry["end_to_end"][dec] = r
+            print(f"  end-to-end decode={dec}: {r}", flush=True)
+        ratios(entry, model_mpx)
+
+    doc["seconds"] = round(time.perf_counter() - clock.t0, 1)
+    doc["table"] = table(doc)
+    path = args.out or ROOT / "benchmarks" / "results" / f"pipeline-{dt.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print()
+    print(doc["table"])
+    print(f"\nwrote {path} ({doc['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
