@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage as ndi
 
@@ -58,3 +59,86 @@ def test_nuclei_are_whole_across_seams_and_exported(small_slide, tmp_path):
     assert len(detections) == len(ids)
     assert {f["properties"]["objectType"] for f in detections} == {"detection"}
     assert result.paths["objects"].exists()
+
+
+def test_a_repeated_run_writes_the_same_detections(small_slide, tmp_path):
+    """Detection and class-region ids are derived from the output (stem, label or place in the output order), so a
+    rerun (or a resumed run) writes byte-identical GeoJSON."""
+    cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=128, outputs=["geojson"])
+    first = run(small_slide, cfg, out=tmp_path / "a", model=BlobModel()).paths
+    second = run(small_slide, cfg, out=tmp_path / "b", model=BlobModel()).paths
+    for key in ("nuclei_geojson", "geojson"):
+        features = json.loads(first[key].read_text())["features"]
+        assert len(features) >= 2 and len({f["id"] for f in features}) == len(features), key
+        assert first[key].read_bytes() == second[key].read_bytes(), key
+
+
+class SlowBlobModel(BlobModel):
+    """BlobModel that takes its time: the followers then read every band as soon as they are allowed to."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.05)
+        return super().forward(x)
+
+
+def _regions(path) -> list:
+    """Class regions of a GeoJSON without their ids."""
+    return [(f["properties"], f["geometry"]) for f in json.loads(path.read_text())["features"]]
+
+
+@pytest.mark.parametrize("stitch", ["crop", "cosine"])
+def test_instances_beside_the_loop_equal_instances_after_it(stitch, small_slide, tmp_path, monkeypatch):
+    """Instances and class regions run band by band beside the tile loop (``pipeline.follow``); the outputs
+    are those of the same steps run after the loop (also when blending makes a band's last rows wait for the
+    band below), and the instance labels have their pyramid."""
+    import zarr
+
+    from tests.pipeline.helpers import store_digest
+    from vimscope.pipeline import follow
+    from vimscope.writers.pyramid import downsample_mode
+
+    # chunks of 64 px: instance cells of 256 rows and class-region bands of 576 rows, read while the loop runs
+    cfg = PipelineConfig.load(
+        device="cpu", tissue=False, chunk=64, band_height=192, stitch=stitch, outputs=["classes", "geojson", "summary"]
+    )
+    beside = run(small_slide, cfg, out=tmp_path / "beside", model=SlowBlobModel())
+    assert {"follow_instances", "follow_geojson"} <= set(beside.summary["timings_s"])
+    monkeypatch.setattr(follow.Followers, "start", lambda self, name, fn: None)  # no jobs: all after the loop
+    after = run(small_slide, cfg, out=tmp_path / "after", model=BlobModel())
+    assert "follow_instances" not in after.summary["timings_s"]
+    for key in ("nuclei_geojson", "objects"):
+        assert beside.paths[key].read_bytes() == after.paths[key].read_bytes()
+    assert _regions(beside.paths["geojson"]) == _regions(after.paths["geojson"])
+    assert store_digest(beside.paths["zarr"]) == store_digest(after.paths["zarr"])
+    nuclei = zarr.open_group(str(beside.paths["zarr"]), mode="r")["nuclei"]  # no image copy: a standalone image
+    level0, level1 = np.asarray(nuclei["0"]), np.asarray(nuclei["1"])
+    assert level1.any() and np.array_equal(level1, downsample_mode(level0))
+
+
+def test_a_cancelled_run_stops_its_followers_and_resumes(mini_slide, tmp_path):
+    import threading
+
+    from vimscope.errors import Cancelled
+    from vimscope.pipeline import iter_run
+    from vimscope.types import CancelToken
+
+    cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=128, band_height=192, outputs=["geojson"])
+    reference = run(mini_slide, cfg, out=tmp_path / "reference", model=BlobModel())
+    token = CancelToken()
+    try:
+        for event in iter_run(mini_slide, cfg, out=tmp_path / "cut", cancel=token, model=BlobModel()):
+            if event.stage == "band":
+                token.cancel()
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError("the run was not cancelled")
+    assert not [t for t in threading.enumerate() if t.name.startswith(("vimscope-instances", "vimscope-geojson"))]
+    assert not list((tmp_path / "cut").glob("*.geojson*")) and not list((tmp_path / "cut").glob("*.parquet*"))
+    resumed = run(mini_slide, cfg, out=tmp_path / "cut", model=BlobModel())
+    assert len(json.loads(reference.paths["nuclei_geojson"].read_text())["features"]) >= 5
+    assert resumed.summary["tiles"]["run"] < resumed.summary["tiles"]["planned"]
+    assert resumed.paths["nuclei_geojson"].read_bytes() == reference.paths["nuclei_geojson"].read_bytes()
+    assert resumed.paths["objects"].read_bytes() == reference.paths["objects"].read_bytes()

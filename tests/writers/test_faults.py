@@ -23,20 +23,19 @@ FAULT_IDS = ["ENOSPC", "EROFS", "EACCES"]
 
 
 def _fail_store_after(monkeypatch, calls: int, code: int):
-    """Make zarr's local store raise ``OSError(code)`` from its ``calls``-th chunk write on."""
-    from zarr.storage import LocalStore
+    """Make the store's chunk writes (``writers.chunkio._put``) raise ``OSError(code)`` from the ``calls``-th on."""
+    from vimscope.writers import chunkio
 
-    original = LocalStore.set
+    original = chunkio._put
     seen = {"n": 0}
 
-    async def failing_set(self, key, value):
-        if not key.endswith((".zarray", ".zattrs", ".zgroup")):
-            seen["n"] += 1
-            if seen["n"] >= calls:
-                raise OSError(code, os.strerror(code), os.path.join(str(self.root), key))
-        return await original(self, key, value)
+    def failing_put(path, data):
+        seen["n"] += 1
+        if seen["n"] >= calls:
+            raise OSError(code, os.strerror(code), str(path))
+        return original(path, data)
 
-    monkeypatch.setattr(LocalStore, "set", failing_set)
+    monkeypatch.setattr(chunkio, "_put", failing_put)
 
 
 @pytest.mark.parametrize("code,reason", FAULTS, ids=FAULT_IDS)
@@ -44,9 +43,11 @@ def test_store_write_fault_is_one_clear_line(tmp_path, monkeypatch, code, reason
     final = tmp_path / "slide.ome.zarr"
     w = OmeZarrWriter(final, out_shape=(256, 256), scale_um=0.5, classes=CLASSES, chunk=64, image=False)
     w.write_block("classes", Box(0, 0, 64, 64), np.ones((64, 64), np.uint8))
+    w.flush()
     _fail_store_after(monkeypatch, 1, code)
-    with pytest.raises(OutputError) as info:
+    with pytest.raises(OutputError) as info:  # chunks are written in the background: flush waits and raises
         w.write_block("classes", Box(64, 0, 64, 64), np.ones((64, 64), np.uint8))
+        w.flush()
     message = str(info.value)
     assert "\n" not in message and reason in message
     assert str(w.partial_path) in message and "resume" in message
@@ -58,6 +59,7 @@ def test_fault_during_pyramid_keeps_partial_and_no_final(tmp_path, monkeypatch):
     final = tmp_path / "slide.ome.zarr"
     w = OmeZarrWriter(final, out_shape=(256, 256), scale_um=0.5, classes=CLASSES, chunk=64, image=False)
     w.write_block("classes", Box(0, 0, 256, 256), np.ones((256, 256), np.uint8))
+    w.flush()
     _fail_store_after(monkeypatch, 1, errno.ENOSPC)
     with pytest.raises(OutputError, match="no space left"):
         w.finalize()
@@ -149,6 +151,7 @@ def test_real_full_disk_on_a_small_tmpfs(small_tmpfs):
         for y in range(0, 1024, 256):  # 3 MiB of incompressible probabilities into 1 MiB
             block = rng.integers(0, 256, (256, 1024, 3), dtype=np.uint8)
             w.write_block("probabilities", Box(0, y, 1024, 256), block)
+        w.flush()
     message = str(info.value)
     assert "no space left" in message and str(w.partial_path) in message and "\n" not in message
     assert not final.exists() and w.partial_path.is_dir()

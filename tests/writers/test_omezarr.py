@@ -175,6 +175,54 @@ def test_incremental_pyramid_equals_post_pass(tmp_path):
     np.testing.assert_array_equal(lvl2, ga["classes/2"][...])
 
 
+def test_background_flushes_wait_for_final_rows_and_build_each_chunk_once(tmp_path, monkeypatch):
+    """``flush_async(final=...)``: coarse chunks whose finer rows are not all final wait for a later flush; the
+    pyramid ends equal to a post-pass one, and no coarse chunk is built twice (bands of 1.5 chunk rows)."""
+    import zarr
+
+    from vimscope.writers import chunkio
+
+    stored = []
+    original = chunkio.ChunkArray.store
+    monkeypatch.setattr(
+        chunkio.ChunkArray,
+        "store",
+        lambda self, key, block: (stored.append((str(self.root), key)), original(self, key, block)),
+    )
+    img, cls, nuc, probs = synthetic()
+    ref = write_store(tmp_path / "ref.ome.zarr", pyramid_mode="post", image=False, features=False)
+    ref.finalize()
+    w = OmeZarrWriter(
+        tmp_path / "w.ome.zarr",
+        out_shape=SHAPE,
+        scale_um=0.5,
+        classes=CLASSES,
+        image=False,
+        probabilities=3,
+        instances=True,
+        chunk=CHUNK,
+        pyramid="incremental",
+    )
+    stored.clear()
+    h, width = SHAPE
+    band = CHUNK + CHUNK // 2
+    for y in range(0, h, band):
+        b = Box(0, y, width, min(band, h - y))
+        sl = (slice(b.y, b.y1), slice(0, width))
+        for name, data in (("classes", cls), ("nuclei", nuc), ("probabilities", probs)):
+            w.write_block(name, b, data[sl])
+        w.wait()
+        final = b.y1 // CHUNK * CHUNK if b.y1 < h else h  # the chunk row the next band finishes is not final
+        w.flush_async(final=dict.fromkeys(("classes", "nuclei", "probabilities"), final)).result()
+    w.finalize()
+    coarse = [k for k in stored if not k[0].endswith("/0")]
+    assert len(coarse) == len(set(coarse)), "a coarse chunk was built twice"
+    ga, gb = zarr.open_group(str(ref.commit()), mode="r"), zarr.open_group(str(w.commit()), mode="r")
+    for name in ("classes", "nuclei", "probabilities"):
+        for level in range(len(ga[name].attrs["multiscales"][0]["datasets"])):
+            np.testing.assert_array_equal(ga[f"{name}/{level}"][...], gb[f"{name}/{level}"][...], f"{name}/{level}")
+
+
 def test_pyramid_post_pass_reads_bounded_blocks(monkeypatch):
     """The post-pass never reads more than its block budget of a level at once."""
     shapes = pyramid.level_shapes((1000, 3000), 4)

@@ -1,19 +1,24 @@
 """The end of a run: pyramids, instances, preview, GeoJSON, other formats, summary, then the rename.
 
-Everything here runs after the last band is on disk, so an interruption at this stage resumes straight here
-(all bands done, no tile recomputed).
+Instances and class-region GeoJSON normally run beside the tile loop (``pipeline.follow``); here their results are
+collected. Everything here runs after the last band is on disk, so an interruption at this stage resumes straight
+here (all bands done, no tile recomputed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vimscope.pipeline.instances import OBJECT_NAMESPACE
 from vimscope.types import Box, Progress
 
 if TYPE_CHECKING:
@@ -130,6 +135,7 @@ def summary_dict(ctx: RunSetup, stats: dict, outputs: dict, object_counts: dict 
             "stitch": ctx.config.stitch,
             "read_level": plan.read_level,
             "device": str(ctx.lm.device),
+            "decode": ctx.decode,
             "tiles_per_second": round(ctx.tiles_run / compute, 3),
             "peak_open_chunks": ctx.peak_open,
             "notes": list(ctx.notes),
@@ -171,34 +177,59 @@ def report_text(summary: dict) -> str:
 
 
 def finish(ctx: RunSetup) -> Iterator:
-    """Yield Progress events for the closing stages, then the RunResult's fields (a dict)."""
+    """Yield Progress events for the closing stages, then the RunResult's fields (a dict).
+
+    Seconds per step land in ``ctx.timings`` as ``finish_<step>`` (the summary's ``timings_s``)."""
     from vimscope.writers.summary import write_summary
 
     want = set(ctx.config.outputs)
     writer, paths = ctx.writer, ctx.paths
     outputs: dict[str, Path] = {"zarr": paths["zarr"]}
     object_counts = None
+    followers = ctx.followers
+    if followers is not None:
+        followers.rows.advance(ctx.plan.out_shape[0])  # every band is on disk
+    preview = None
+    if "preview" in want and ("classes" in want or "probabilities" in want) and writer.pyramid == "incremental":
+        # the class map's pyramid is complete: draw the preview while the followers finish their last rows
+        writer.flush(["classes"])
+        preview = _in_thread(lambda: _timed_call(ctx, "preview", write_preview, ctx))
     if "nuclei" in writer.names:
         from vimscope.pipeline.instances import run_instances
 
         yield Progress("postprocess", 0, 1, message="labelling instances")
-        found = run_instances(ctx, cell_height=4 * writer.chunk)
+        with _timed(ctx, "instances"):
+            if followers is not None and "instances" in followers:
+                found = followers.result("instances")
+            else:
+                found = run_instances(ctx, cell_height=4 * writer.chunk)
         object_counts = found["counts"]
         outputs.update(found["paths"])
     yield Progress("write", 0, 1, message="building pyramids")
-    stats = writer.finalize()
+    with _timed(ctx, "pyramids"):
+        stats = writer.finalize()
     if "preview" in want and ("classes" in want or "probabilities" in want):
         yield Progress("write", 0, 1, message="writing the preview")
-        outputs["preview"] = write_preview(ctx)
-    if "geojson" in want and ctx.spec.output != "features":
+        if preview is not None:
+            outputs["preview"] = preview.result()
+        else:
+            outputs["preview"] = _timed_call(ctx, "preview", write_preview, ctx)
+    if wants_geojson(ctx):
         yield Progress("write", 0, 1, message="writing GeoJSON")
-        path = _write_geojson(ctx)
+        with _timed(ctx, "geojson"):
+            if followers is not None and "geojson" in followers:
+                path = followers.result("geojson")
+            else:
+                path = write_geojson(ctx)
         if path is not None:
             outputs["geojson"] = path
+    if followers is not None:
+        ctx.timings.update({f"follow_{k}": v for k, v in followers.seconds.items()})
     for fmt in ctx.config.formats:
         if fmt != "ome-zarr":
             yield Progress("write", 0, 1, message=f"writing {fmt}")
-            outputs[fmt] = write_format(ctx, fmt)
+            with _timed(ctx, fmt.replace("-", "_")):
+                outputs[fmt] = write_format(ctx, fmt)
     summary = summary_dict(ctx, stats, outputs, object_counts)
     if "summary" in want:
         outputs["summary"] = paths["summary"]
@@ -207,6 +238,36 @@ def finish(ctx: RunSetup) -> Iterator:
     ctx.record.remove()
     writer.commit(overwrite=ctx.config.overwrite)
     yield {"summary": summary, "paths": outputs, "report": report_text(summary), "notes": list(ctx.notes)}
+
+
+def _in_thread(fn):
+    """Run ``fn`` in a thread of its own; ``.result()`` waits for it (and raises its error)."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def run():
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 - raised by result()
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="vimscope-preview", daemon=True).start()
+    return future
+
+
+def _timed_call(ctx: RunSetup, step: str, fn, *args):
+    with _timed(ctx, step):
+        return fn(*args)
+
+
+@contextlib.contextmanager
+def _timed(ctx: RunSetup, step: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        ctx.timings[f"finish_{step}"] = ctx.timings.get(f"finish_{step}", 0.0) + time.perf_counter() - t0
 
 
 def write_format(ctx: RunSetup, fmt: str) -> Path:
@@ -239,9 +300,14 @@ def write_format(ctx: RunSetup, fmt: str) -> Path:
     raise ValueError(f"unknown format {fmt}")
 
 
-def _write_geojson(ctx: RunSetup) -> Path | None:
+def wants_geojson(ctx: RunSetup) -> bool:
+    return "geojson" in ctx.config.outputs and ctx.spec.output != "features"
+
+
+def write_geojson(ctx: RunSetup, wait_rows=None) -> Path | None:
     """Class regions as QuPath annotations (level-0 px, or map coordinates for georeferenced rasters), read from
-    the class map in row bands with regions merged across band borders (``writers.regions``)."""
+    the class map in row bands with regions merged across band borders (``writers.regions``). ``wait_rows(y)``:
+    block until rows [0, y) are final (``pipeline.follow``)."""
     from vimscope.writers.geojson import GeoJSONWriter, area_measurements, qupath_feature
     from vimscope.writers.regions import iter_class_regions
 
@@ -250,15 +316,34 @@ def _write_geojson(ctx: RunSetup) -> Path | None:
     rows = max(writer.chunk, (writer.chunk * 8192) // max(w, 1) // writer.chunk * writer.chunk)
     geo = bool(getattr(meta, "georeferenced", False) and meta.transform)
     unit = summary_unit(meta) or "µm"
+
     # areas from level-0 px: pixel size squared per level-0 px (map units already for georeferenced output)
+    def read(box):
+        if wait_rows is not None:
+            wait_rows(box.y1)
+        return writer.read_block("classes", box)
+
     regions = iter_class_regions(
-        lambda box: writer.read_block("classes", box),
+        read,
         (h, w),
         band_height=rows,
         scale=plan.scale,
         transform=meta.transform if geo else None,
     )
     gj = GeoJSONWriter(ctx.paths["geojson"], overwrite=True, crs=meta.crs if geo else None)
+    batch: list[dict] = []
+
+    count = 0
+
+    def flush():
+        # ids from the slide's stem and the region's place in the (fixed) output order: a re-run writes the same file
+        nonlocal count
+        for feature in batch:
+            feature["id"] = str(uuid.uuid5(OBJECT_NAMESPACE, f"{ctx.stem}/region/{count}"))
+            count += 1
+        gj.add_many(batch)
+        batch.clear()
+
     try:
         for value, poly in regions:
             if value >= len(ctx.classes):
@@ -267,11 +352,15 @@ def _write_geojson(ctx: RunSetup) -> Path | None:
             area = area_measurements(poly.area, None if geo else meta.mpp, unit)
             if geo:
                 area = {f"Area {unit}^2": float(poly.area)}
-            gj.add(qupath_feature(poly, object_type="annotation", name=c.name, color=c.color, measurements=area))
+            batch.append(
+                qupath_feature(poly, object_type="annotation", name=c.name, color=c.color, measurements=area, id="-")
+            )
+            if len(batch) >= 1024:
+                flush()
+        flush()
+        if wait_rows is not None:
+            wait_rows(h)  # a loop stopped meanwhile: no output under its final name
         return gj.close()
     except BaseException:
         gj.abort()
         raise
-
-
-__all__ = ["finish", "report_text", "summary_dict"]

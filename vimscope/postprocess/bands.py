@@ -11,7 +11,6 @@ Only ``window`` maps are ever in memory: cell plus margin.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -73,7 +72,120 @@ def _grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 
-def iter_cell_instances(
+@dataclass
+class CellObjects:
+    """The objects one cell owns, as arrays in id order, with the window's labels they were found in.
+
+    ``labels`` holds window-local ids (``label_instances``); object ``i`` is local label ``local[i]``, global id
+    ``ids[i]``, bounding box ``boxes[i]`` (x, y, w, h in output pixels), centroid ``centroids[i]`` (x, y)."""
+
+    index: int
+    cell: Box
+    window: Box
+    labels: np.ndarray
+    local: np.ndarray
+    ids: np.ndarray
+    boxes: np.ndarray
+    centroids: np.ndarray
+    areas: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def id_table(self) -> np.ndarray:
+        """Global id per local label (0 for the objects other cells own)."""
+        table = np.zeros(int(self.labels.max(initial=0)) + 1, np.uint32)
+        table[self.local] = self.ids
+        return table
+
+    def means(self, array: np.ndarray) -> np.ndarray:
+        """(n, c) mean of each channel of ``array`` ((h, w, c) or (h, w) over the window) inside each object."""
+        array = np.asarray(array)
+        flat = self.labels.ravel()
+        fg = np.flatnonzero(flat)
+        lab = flat[fg]
+        values = array.reshape(flat.size, -1)[fg]
+        n = int(self.labels.max(initial=0)) + 1
+        sums = np.stack([np.bincount(lab, weights=values[:, k], minlength=n) for k in range(values.shape[1])], 1)
+        out = sums[self.local] / self.areas[:, None]
+        return out if array.ndim == 3 else out[:, 0]
+
+    def objects(self) -> list[InstanceObject]:
+        """The same objects one by one, each with its own mask."""
+        out = []
+        for i, value in enumerate(self.local.tolist()):
+            x, y, w, h = (int(v) for v in self.boxes[i])
+            wx, wy = x - self.window.x, y - self.window.y
+            mask = self.labels[wy : wy + h, wx : wx + w] == value
+            centroid = (float(self.centroids[i, 0]), float(self.centroids[i, 1]))
+            truncated = bool(self.truncated[i])
+            out.append(
+                InstanceObject(
+                    int(self.ids[i]), Box(x, y, w, h), mask, centroid, int(self.areas[i]), self.index, truncated
+                )
+            )
+        return out
+
+
+def cell_objects(
+    labels: np.ndarray, window: Box, cell: Box, out_shape: tuple[int, int], *, index: int = 0, start_id: int = 1
+) -> CellObjects:
+    """The objects of ``labels`` (the instance labels of ``window``) whose centroid pixel lies in ``cell``, with
+    global ids from ``start_id`` in local label order. One pass over the labels (bincount), no loop per object.
+
+    The centroid is computed as a per-object loop would: mean row and column inside the object's bounding box
+    (exact integer sums), then plus the box origin and 0.5, in that order, so ownership and the reported
+    centroids do not depend on how it is computed."""
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    h, w = out_shape
+    n = int(labels.max(initial=0))
+    slices = ndi.find_objects(labels) if n else []
+    present = np.array([sl is not None for sl in slices], bool)
+    y0 = np.array([sl[0].start if sl else 0 for sl in slices], np.int64)
+    y1 = np.array([sl[0].stop if sl else 0 for sl in slices], np.int64)
+    x0 = np.array([sl[1].start if sl else 0 for sl in slices], np.int64)
+    x1 = np.array([sl[1].stop if sl else 0 for sl in slices], np.int64)
+    flat = labels.ravel()
+    fg = np.flatnonzero(flat)
+    lab = flat[fg]
+    rows, cols = np.divmod(fg, labels.shape[1])
+    area = np.bincount(lab, minlength=n + 1)[1:]
+    sum_r = np.bincount(lab, weights=rows, minlength=n + 1)[1:]
+    sum_c = np.bincount(lab, weights=cols, minlength=n + 1)[1:]
+    safe = np.maximum(area, 1)
+    mean_r = (sum_r - area * y0) / safe  # within the box, exact sums
+    mean_c = (sum_c - area * x0) / safe
+    cy = (window.y + y0).astype(np.float64) + mean_r + 0.5
+    cx = (window.x + x0).astype(np.float64) + mean_c + 0.5
+    px, py = np.floor(cx), np.floor(cy)
+    own = present & (cell.x <= px) & (px < cell.x1) & (cell.y <= py) & (py < cell.y1)
+    local = np.flatnonzero(own) + 1
+    bx, by = window.x + x0[own], window.y + y0[own]
+    bw, bh = (x1 - x0)[own], (y1 - y0)[own]
+    truncated = (
+        ((bx == window.x) & (window.x > 0))
+        | ((by == window.y) & (window.y > 0))
+        | ((bx + bw == window.x1) & (window.x1 < w))
+        | ((by + bh == window.y1) & (window.y1 < h))
+    )
+    return CellObjects(
+        index=index,
+        cell=cell,
+        window=window,
+        labels=labels,
+        local=local,
+        ids=np.arange(start_id, start_id + len(local), dtype=np.int64),
+        boxes=np.stack([bx, by, bw, bh], 1),
+        centroids=np.stack([cx[own], cy[own]], 1),
+        areas=area[own],
+        truncated=truncated,
+    )
+
+
+def iter_cells(
     read_maps: Callable[[Box], dict[str, np.ndarray]],
     out_shape: tuple[int, int],
     *,
@@ -83,47 +195,32 @@ def iter_cell_instances(
     params: InstanceParams | dict | None = None,
     start_id: int = 1,
     skip: set[int] | None = None,
-) -> Iterator[CellResult]:
-    """Label instances cell by cell; yields each cell's owned objects with global ids.
+) -> Iterator[CellObjects]:
+    """Label instances cell by cell; yields each cell's owned objects (``CellObjects``) with global ids.
 
     ``read_maps(window)`` returns the stitched maps (see ``label_instances``) of a box in output pixels.
     ``cells`` must not overlap (default: full-width row bands of ``band_height``); ``margin`` defaults to the
     params' ``max_size``. Cells listed in ``skip`` (indices, e.g. done before a resume) are not processed.
     """
-    from scipy import ndimage as ndi
-
     if not isinstance(params, InstanceParams):
         params = InstanceParams.from_dict(params)
     margin = params.max_size if margin is None else int(margin)
     cells = list(cells) if cells is not None else row_bands(out_shape, band_height)
-    h, w = out_shape
     next_id = int(start_id)
     for index, cell in enumerate(cells):
         if skip and index in skip:
             continue
         window = _grow(cell, margin, out_shape)
         labels = label_instances(read_maps(window), params)
-        result = CellResult(index, cell, window)
-        for value, sl in enumerate(ndi.find_objects(labels), start=1):
-            if sl is None:
-                continue
-            mask = labels[sl] == value
-            rows, cols = np.nonzero(mask)
-            cy = window.y + sl[0].start + rows.mean() + 0.5
-            cx = window.x + sl[1].start + cols.mean() + 0.5
-            px, py = math.floor(cx), math.floor(cy)
-            if not (cell.x <= px < cell.x1 and cell.y <= py < cell.y1):
-                continue
-            box = Box(window.x + sl[1].start, window.y + sl[0].start, mask.shape[1], mask.shape[0])
-            truncated = (
-                (box.x == window.x and window.x > 0)
-                or (box.y == window.y and window.y > 0)
-                or (box.x1 == window.x1 and window.x1 < w)
-                or (box.y1 == window.y1 and window.y1 < h)
-            )
-            result.objects.append(InstanceObject(next_id, box, mask, (cx, cy), int(mask.sum()), index, truncated))
-            next_id += 1
-        yield result
+        found = cell_objects(labels, window, cell, out_shape, index=index, start_id=next_id)
+        next_id += len(found)
+        yield found
+
+
+def iter_cell_instances(read_maps, out_shape, **kwargs) -> Iterator[CellResult]:
+    """``iter_cells`` with each object on its own (``InstanceObject``, a mask per object)."""
+    for found in iter_cells(read_maps, out_shape, **kwargs):
+        yield CellResult(found.index, found.cell, found.window, found.objects())
 
 
 def paint_instances(target, objects: Sequence[InstanceObject], window: Box | None = None) -> None:

@@ -57,46 +57,65 @@ def _as_unit(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Zero the labels with fewer than ``min_area`` pixels (labels are already connected components)."""
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_area
-    small[0] = False
-    if small.any():
-        labels = labels.copy()
-        labels[small[labels]] = 0
+def _compare(a: np.ndarray, op, threshold: float) -> np.ndarray:
+    """``op(_as_unit(a), threshold)``; for uint8 maps through a 256-entry table (no float copy of the map)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return op(_as_unit(np.arange(256, dtype=np.uint8)), threshold)[a]
+    return op(_as_unit(a), threshold)
+
+
+def _elevation(maps: dict[str, np.ndarray]) -> np.ndarray:
+    """What the flood climbs: -distance, else boundary - nucleus, else -nucleus. For a uint8 distance map its
+    reversal 255 - d orders pixels exactly as -d / 255 does (ties included), so the flood is the same."""
+    if "distance" in maps:
+        d = np.asarray(maps["distance"])
+        return 255 - d if d.dtype == np.uint8 else -_as_unit(d)
+    if "boundary" in maps:
+        return _as_unit(maps["boundary"]) - _as_unit(maps["nucleus"])
+    return -_as_unit(maps["nucleus"])
+
+
+def _keep_large(labels: np.ndarray, at: np.ndarray, min_area: int, *, sequential: bool = False) -> np.ndarray:
+    """Zero, in place, the labels with fewer than ``min_area`` pixels (labels are already connected components);
+    with ``sequential`` also renumber the rest 1..n in the order of their old ids (as ``relabel_sequential``
+    does). ``at``: flat indices of every labelled pixel (more are fine): one lookup there, no pass over the map."""
+    flat = labels.reshape(-1)
+    values = flat[at]
+    sizes = np.bincount(values)
+    keep = sizes >= min_area
+    keep[0] = False
+    if keep[1:].all():
+        return labels
+    table = np.where(keep, np.cumsum(keep) if sequential else np.arange(len(sizes)), 0)
+    flat[at] = table[values]
     return labels
 
 
 def label_instances(maps: dict[str, np.ndarray], params: InstanceParams | dict | None = None) -> np.ndarray:
     """Instance ids (uint32, 0 = background, 1..n numbered in raster order of their markers)."""
+    import operator
+
     from scipy import ndimage as ndi
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.segmentation import watershed
 
     if not isinstance(params, InstanceParams):
         params = InstanceParams.from_dict(params)
     if "nucleus" not in maps:
         raise ValueError(f"label_instances needs a 'nucleus' map (got {', '.join(maps)})")
-    nucleus = _as_unit(maps["nucleus"])
-    foreground = nucleus > params.nucleus_threshold
+    foreground = _compare(maps["nucleus"], operator.gt, params.nucleus_threshold)
     markers = foreground.copy()
-    elevation = -nucleus
     if "boundary" in maps:
-        boundary = _as_unit(maps["boundary"])
-        markers &= boundary < params.boundary_threshold
-        elevation = boundary - nucleus
+        markers &= _compare(maps["boundary"], operator.lt, params.boundary_threshold)
     if "distance" in maps:
-        distance = _as_unit(maps["distance"])
-        markers &= distance > params.distance_threshold
-        elevation = -distance
+        markers &= _compare(maps["distance"], operator.gt, params.distance_threshold)
     structure = ndi.generate_binary_structure(2, params.connectivity)
+    seeds = np.flatnonzero(markers)
     markers, _ = ndi.label(markers, structure=structure)
-    if params.min_marker_area > 1:
-        markers = _drop_small(markers, params.min_marker_area)
-    if not markers.any():
-        return np.zeros(nucleus.shape, np.uint32)
-    labels = watershed(elevation, markers, mask=foreground, connectivity=params.connectivity)
-    if params.min_area > 1:
-        labels = _drop_small(labels, params.min_area)
-    labels, _, _ = relabel_sequential(labels)
-    return labels.astype(np.uint32, copy=False)
+    if params.min_marker_area > 1 and len(seeds):
+        markers = _keep_large(markers, seeds, params.min_marker_area)
+    if not len(seeds) or not markers.reshape(-1)[seeds].any():
+        return np.zeros(foreground.shape, np.uint32)
+    labels = watershed(_elevation(maps), markers, mask=foreground, connectivity=params.connectivity)
+    labels = _keep_large(labels, np.flatnonzero(foreground), max(1, params.min_area), sequential=True)
+    return labels.view(np.uint32) if labels.dtype == np.int32 else labels.astype(np.uint32, copy=False)

@@ -202,6 +202,14 @@ class ChunkAssembler:
         return len(self._waiting)
 
     @property
+    def first_open_row(self) -> int:
+        """Every chunk above this row (in this group's pixels) has been handed out, or never will be (no
+        tile reaches it, or an earlier run wrote it)."""
+        if not self._waiting:
+            return self.shape[0]
+        return min(cy for cy, _ in self._waiting) * self.chunk
+
+    @property
     def open_chunks(self) -> int:
         return len(self._open)
 

@@ -142,23 +142,34 @@ class GeoJSONWriter:
 
     def add(self, feature: Mapping) -> None:
         """Append one feature (e.g. from ``qupath_feature``); its geometry may be shapely or a mapping."""
+        self.add_many([feature])
+
+    def add_many(self, features: Sequence[Mapping]) -> None:
+        """Append features in order; shapely geometries are turned into JSON together (one call)."""
         if self.closed:
             raise ValueError("GeoJSONWriter is closed")
-        rest = {k: v for k, v in feature.items() if k not in ("type", "id", "geometry")}
-        fid = feature.get("id") or str(uuid.uuid4())
-        text = (
-            ("\n," if self.count else "")
-            + '{"type":"Feature","id":'
-            + json.dumps(str(fid))
-            + ',"geometry":'
-            + self._geometry_json(feature["geometry"])
-            + ("," + json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:] if rest else "}")
-        )
-        with output_errors(self.path, self._partial):
-            self._file.write(text.encode("utf-8"))
-            self.count += 1
-            if self.gzip is None and not self._gz and self.count > self.gzip_threshold:
-                self._switch_to_gzip()
+        geoms = [f["geometry"] for f in features]
+        plain = self._transformer is None and not self.rfc7946 and self.precision is None
+        if plain and geoms and all(isinstance(g, shapely.Geometry) for g in geoms):
+            texts = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+        else:
+            texts = [self._geometry_json(g) for g in geoms]
+        for feature, geometry in zip(features, texts):
+            rest = {k: v for k, v in feature.items() if k not in ("type", "id", "geometry")}
+            fid = feature.get("id") or str(uuid.uuid4())
+            text = (
+                ("\n," if self.count else "")
+                + '{"type":"Feature","id":'
+                + json.dumps(str(fid))
+                + ',"geometry":'
+                + geometry
+                + ("," + json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:] if rest else "}")
+            )
+            with output_errors(self.path, self._partial):
+                self._file.write(text.encode("utf-8"))
+                self.count += 1
+                if self.gzip is None and not self._gz and self.count > self.gzip_threshold:
+                    self._switch_to_gzip()
 
     def _switch_to_gzip(self) -> None:
         """Past the threshold: recompress what is written so far once and go on in gzip."""

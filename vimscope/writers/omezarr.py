@@ -11,10 +11,12 @@ Layout of ``<stem>.ome.zarr`` (``image=True``)::
 With ``image=False`` (``--no-image-copy``) the root is a plain group and ``classes/``, ``nuclei/``, ... are
 standalone multiscale images for users who overlay them on the original slide.
 
-Blocks arrive in output pixels and go straight to their chunks (callers write chunk-aligned boxes, so no locks
-are needed). Pyramids are built by a bounded post-pass in ``finalize()`` or, with ``pyramid="incremental"``,
-on every ``flush()`` for the boxes written since the last one. Everything lives in ``<path>.partial`` until
-``commit()`` renames it.
+Blocks arrive in output pixels and go straight to their chunks: coded and written by a few threads
+(``writers.chunkio``, the bytes zarr writes, without its per-call thread hand-offs), asynchronously; ``flush()``
+and ``finalize()`` wait for them and raise their errors. Callers write chunk-aligned boxes (a partly covered chunk
+is read, updated and rewritten). Pyramids are built by a bounded post-pass in ``finalize()`` or, with
+``pyramid="incremental"``, on every ``flush()`` for the boxes of each array written since the last one.
+Everything lives in ``<path>.partial`` until ``commit()`` renames it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,15 @@ from vimscope.errors import OutputError
 from vimscope.types import Box
 from vimscope.writers import ngff
 from vimscope.writers.atomic import atomic_write_json, commit_path, output_errors, partial_path, remove_tree
-from vimscope.writers.pyramid import build_region, default_levels, downsample_mean, downsample_mode, level_shapes
+from vimscope.writers.chunkio import ChunkArray, ChunkIO
+from vimscope.writers.pyramid import (
+    build_levels,
+    build_region,
+    default_levels,
+    downsample_mean,
+    downsample_mode,
+    level_shapes,
+)
 
 NAMES = ("image", "classes", "nuclei", "probabilities", "features")
 RECORD_FILE = ".vimscope_done.json"
@@ -99,6 +111,7 @@ class OmeZarrWriter:
         jpeg_quality: int = 90,
         pyramid: str = "post",
         resume: bool = False,
+        io_threads: int | None = None,
     ) -> None:
         if pyramid not in ("post", "incremental"):
             raise ValueError(f"pyramid must be 'post' or 'incremental', not {pyramid!r}")
@@ -118,7 +131,12 @@ class OmeZarrWriter:
         self.pyramid = pyramid
         self.image = image
         self.committed = False
-        self._dirty: list[Box] = []
+        # per array: (level, box) whose coarser levels are not built yet (boxes in that level's elements)
+        self._dirty: dict[str, list[tuple[int, Box]]] = {}
+        self._lock = threading.Lock()
+        self._io = ChunkIO(io_threads)
+        self._pyramids: ThreadPoolExecutor | None = None  # flush_async: one background flush at a time
+        self._flushing: list[Future] = []
         self._groups = self._plan_groups(
             image_channels if image else None,
             probabilities,
@@ -137,6 +155,11 @@ class OmeZarrWriter:
             if not self.resumed:
                 self._create()
             self._open()
+        if self.resumed and pyramid == "incremental":
+            # what an interrupted run wrote may still lack its coarser levels (flushes wait for final rows)
+            for name, g in self._groups.items():
+                h, w = g.shapes[0]
+                self._dirty[name] = [(0, Box(0, 0, w, h))]
 
     # ---- layout ------------------------------------------------------------------------------------------------
     def _plan_groups(self, image_channels, probabilities, features, stride, instances, codec, quality):
@@ -237,6 +260,17 @@ class OmeZarrWriter:
 
         self._root = zarr.open_group(str(self.partial_path), mode="r+", zarr_format=2)
         self._arrays = {n: [self._root[g.array_path(i)] for i in range(len(g.shapes))] for n, g in self._groups.items()}
+        self._open_chunks(self.partial_path)
+
+    def _open_chunks(self, root: Path) -> None:
+        """The direct chunk access of every array (``writers.chunkio``), under ``root``."""
+        self._chunks = {
+            n: [
+                ChunkArray(root / g.array_path(i), g.level_shape(i), g.chunks(), g.dtype, g.compressor)
+                for i in range(len(g.shapes))
+            ]
+            for n, g in self._groups.items()
+        }
 
     def _write_metadata(self, root, complete: bool, stats: dict | None = None) -> None:
         import zarr
@@ -335,27 +369,81 @@ class OmeZarrWriter:
         expected = g.level_shape(0)[:-2] + (gbox.h, gbox.w)
         if data.shape != expected:
             raise ValueError(f"{name}: block for {gbox} has shape {data.shape}, expected {expected}")
-        data = data.astype(g.dtype, copy=False)
         with output_errors(self.final_path, self.partial_path):
-            self._arrays[name][0][..., gbox.y : gbox.y1, gbox.x : gbox.x1] = data
+            self._io.write(self._chunks[name][0], gbox, data)
         if self.pyramid == "incremental":
-            self._dirty.append(box)
+            with self._lock:
+                self._dirty.setdefault(name, []).append((0, self.grid_box(name, _align_to_stride(box, g.stride))))
 
     def read_block(self, name: str, box: Box, level: int = 0) -> np.ndarray:
-        """A block as stored ((h, w) or (c, h, w)), ``box`` in that level's elements."""
+        """A block as stored ((h, w) or (c, h, w)), ``box`` in that level's elements (after pending writes)."""
         g = self._group(name)
         self._check_box(name, box, g.shapes[level])
         with output_errors(self.final_path, self.partial_path):
-            return self._arrays[name][level][..., box.y : box.y1, box.x : box.x1]
+            return self._io.read(self._chunks[name][level], box)
 
-    def flush(self) -> None:
-        """Bring the pyramid up to date for the boxes written since the last flush (``pyramid="incremental"``)."""
-        dirty, self._dirty = self._dirty, []
-        if not dirty:
-            return
-        for box in _merge_boxes(dirty):
-            for name in self._groups:
-                self._build_pyramid(name, self.grid_box(name, _align_to_stride(box, self._groups[name].stride)))
+    def flush(self, names: list[str] | None = None) -> None:
+        """Bring the pyramids up to date for the boxes written since the last flush (``pyramid="incremental"``)
+        and wait until every write is on disk. ``names``: only these arrays' pyramids (all when None)."""
+        self._drain_flushes()
+        self._build_dirty(self._take_dirty(names))
+
+    def flush_async(self, final: dict[str, int] | None = None) -> Future:
+        """``flush()`` in the background (one flush after the other, in order): the future is done when the
+        pyramids of everything written so far are built and on disk, and raises what the flush met.
+
+        ``final``: per array, the level-0 row above which its data is final (the stitcher knows): coarser chunks
+        that read rows below it wait for a later flush instead of being built now and again then."""
+        todo = self._take_dirty(None)
+        with self._lock:
+            if self._pyramids is None:
+                self._pyramids = ThreadPoolExecutor(1, thread_name_prefix="vimscope-pyramid")
+            future = self._pyramids.submit(self._build_dirty, todo, final)
+            self._flushing.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Wait until every block written so far is on disk (their pyramids may still be building)."""
+        with output_errors(self.final_path, self.partial_path):
+            self._io.wait()
+
+    def _take_dirty(self, names) -> dict[str, list[tuple[int, Box]]]:
+        with self._lock:
+            todo = {n: b for n, b in self._dirty.items() if names is None or n in names}
+            for n in todo:
+                del self._dirty[n]
+        return todo
+
+    def _build_dirty(self, todo: dict[str, list[tuple[int, Box]]], final: dict[str, int] | None = None) -> None:
+        """Build the pyramids above these boxes, one thread per array (they share no chunk), and wait; what is
+        not final yet (``final``, see ``flush_async``) stays for a later flush."""
+
+        def build(name):
+            left = self._build_levels(name, todo[name], None if final is None else final.get(name))
+            if left:
+                with self._lock:
+                    self._dirty.setdefault(name, []).extend(left)
+
+        names = [n for n in self._groups if todo.get(n)]
+        with output_errors(self.final_path, self.partial_path):
+            if len(names) > 1:
+                with ThreadPoolExecutor(len(names), thread_name_prefix="vimscope-pyramid-group") as pool:
+                    for f in [pool.submit(build, n) for n in names]:
+                        f.result()
+            elif names:
+                build(names[0])
+            self._io.wait()
+
+    def _drain_flushes(self) -> None:
+        """Wait for the background flushes; raise the first error among them."""
+        with self._lock:
+            futures, self._flushing = self._flushing, []
+        error = None
+        for f in futures:
+            e = f.exception()
+            error = error or e
+        if error is not None:
+            raise error
 
     def finalize(self) -> dict:
         """Build what is left of the pyramids, count class pixels and mark the store complete; returns the stats."""
@@ -365,6 +453,7 @@ class OmeZarrWriter:
             counts[:] += np.bincount(block.ravel(), minlength=256)[:256]
 
         with output_errors(self.final_path, self.partial_path):
+            self._drain_flushes()
             if self.pyramid == "incremental":
                 self.flush()
                 self._scan_level0("classes", count)
@@ -373,6 +462,7 @@ class OmeZarrWriter:
                     self._build_pyramid(name, None, on_level0=count if name == "classes" else None)
                 if len(self._groups["classes"].shapes) == 1:
                     self._scan_level0("classes", count)
+            self._io.wait()
             stats = {
                 "class_pixels": {_name(c): int(counts[i]) for i, c in enumerate(self.classes)},
                 "unlabelled_pixels": int(counts[len(self.classes) :].sum()),
@@ -388,9 +478,24 @@ class OmeZarrWriter:
 
     def commit(self, *, overwrite: bool = False) -> Path:
         """Rename the finished store to its final name."""
+        self.close()
         commit_path(self.partial_path, self.final_path, overwrite=overwrite)
         self.committed = True
+        self._open_chunks(self.final_path)
         return self.final_path
+
+    def close(self) -> None:
+        """Wait for pending flushes and writes and stop the writing threads (``commit`` does it too); the store
+        stays open."""
+        try:
+            self._drain_flushes()
+        finally:
+            with self._lock:
+                pool, self._pyramids = self._pyramids, None
+            if pool is not None:
+                pool.shutdown()
+            with output_errors(self.final_path, self.partial_path):
+                self._io.close()
 
     # ---- resume record ---------------------------------------------------------------------------------------
     def mark_done(self, key: str) -> None:
@@ -421,34 +526,50 @@ class OmeZarrWriter:
         if box.x < 0 or box.y < 0 or box.w <= 0 or box.h <= 0 or box.x1 > w or box.y1 > h:
             raise ValueError(f"{name}: box {box} is not inside the {w} x {h} grid")
 
+    def _build_levels(self, name: str, dirty: list[tuple[int, Box]], final: int | None) -> list[tuple[int, Box]]:
+        g = self._groups[name]
+        if len(g.shapes) < 2:
+            return []
+        arrays = self._chunks[name]
+        reduce = downsample_mode if g.is_label else downsample_mean
+        bpp = max(4, np.dtype(g.dtype).itemsize) * (g.channels or 1) * 2
+
+        def read(level, b):
+            return self._io.read(arrays[level], b)
+
+        def write(level, b, data):
+            self._io.write(arrays[level], b, data)
+
+        return build_levels(read, write, reduce, g.shapes, g.chunk, dirty, final=final, bytes_per_px=bpp)
+
     def _build_pyramid(self, name: str, box: Box | None, on_level0=None) -> None:
         g = self._groups[name]
         if len(g.shapes) < 2:
             return
-        arrays = self._arrays[name]
+        arrays = self._chunks[name]
         reduce = downsample_mode if g.is_label else downsample_mean
         # input block plus the reduction's temporaries (four quarter views summed in 32 bits, or stacked)
         bpp = max(4, np.dtype(g.dtype).itemsize) * (g.channels or 1) * 2
 
         def read(level, b):
-            return arrays[level][..., b.y : b.y1, b.x : b.x1]
+            return self._io.read(arrays[level], b)
 
         def write(level, b, data):
-            arrays[level][..., b.y : b.y1, b.x : b.x1] = data
+            self._io.write(arrays[level], b, data)
 
         build_region(read, write, reduce, g.shapes, g.chunk, box, bytes_per_px=bpp, on_level0=on_level0)
 
     def _scan_level0(self, name: str, visit) -> None:
         """Visit level 0 in chunk-aligned blocks of about 8 Mpx (bounded whatever the width)."""
         g = self._groups[name]
-        arr = self._arrays[name][0]
+        arr = self._chunks[name][0]
         h, w = g.shapes[0]
         rows = g.chunk
         cols = max(g.chunk, ((8 << 20) // rows) // g.chunk * g.chunk)
         for y in range(0, h, rows):
             for x in range(0, w, cols):
                 b = Box(x, y, min(cols, w - x), min(rows, h - y))
-                visit(b, arr[b.y : b.y1, b.x : b.x1])
+                visit(b, self._io.read(arr, b))
 
     def __enter__(self) -> OmeZarrWriter:
         return self
@@ -472,20 +593,6 @@ def _align_to_stride(box: Box, stride: int) -> Box:
         return box
     x0, y0 = box.x // stride * stride, box.y // stride * stride
     return Box(x0, y0, box.x1 - x0, box.y1 - y0)
-
-
-def _merge_boxes(boxes: list[Box]) -> list[Box]:
-    """Fewer, larger boxes: the pyramid update of their union is the same work without repeats."""
-    boxes = sorted(set(boxes), key=lambda b: (b.y, b.x))
-    merged: list[Box] = []
-    for b in boxes:
-        if merged:
-            m = merged[-1]
-            if m.y == b.y and m.h == b.h and m.x1 >= b.x:
-                merged[-1] = Box(m.x, m.y, max(m.x1, b.x1) - m.x, m.h)
-                continue
-        merged.append(b)
-    return merged
 
 
 __all__ = ["OmeZarrWriter", "register_codecs", "OutputError"]

@@ -6,9 +6,11 @@ pixels of one value that touch only at a corner give two polygons (``instance_po
 MultiPolygon per value). Only collinear vertices are dropped; ``simplify`` (at most 0.5 px for region outlines)
 is opt-in, and detections are never simplified.
 
-How: every unit edge between two different values is found with array comparisons, straight runs are joined
-between the vertices where another boundary meets them (so the linework stays noded), and GEOS's polygonizer
-turns the linework into faces with their holes. Each face takes the value of the pixel under an interior point.
+How: ``writers.outlines`` traces every region's outline and holes along the pixel edges with array operations
+(about 8x faster than the reference on a nuclei map). The reference, ``faces_reference``: every unit edge between
+two different values is found with array comparisons, straight runs are joined between the vertices where another
+boundary meets them (so the linework stays noded), and GEOS's polygonizer turns the linework into faces with their
+holes; each face takes the value of the pixel under an interior point. Tests hold the two to the same polygons.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def boundary_lines(labels: np.ndarray) -> np.ndarray:
     return np.concatenate([hseg, vseg]).astype(np.float64)
 
 
-def _faces(labels: np.ndarray) -> tuple[list, np.ndarray]:
-    """Every 4-connected region as a polygon (pixel coordinates) and the value it holds."""
+def faces_reference(labels: np.ndarray) -> tuple[list, np.ndarray]:
+    """Every 4-connected region as a polygon (pixel coordinates) and the value it holds, by GEOS's polygonizer."""
     segments = boundary_lines(labels)
     if len(segments) == 0:
         return [], np.zeros(0, labels.dtype)
@@ -77,6 +79,16 @@ def _faces(labels: np.ndarray) -> tuple[list, np.ndarray]:
     cols = np.clip(np.floor(inside[:, 0]).astype(np.int64), 0, labels.shape[1] - 1)
     rows = np.clip(np.floor(inside[:, 1]).astype(np.int64), 0, labels.shape[0] - 1)
     return faces, labels[rows, cols]
+
+
+def label_faces(labels: np.ndarray, background: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(polygons, values): every 4-connected region of ``labels`` but ``background``'s, in pixel coordinates,
+    sorted by value (regions of one value in raster order of their first pixel); ``writers.outlines``."""
+    from vimscope.writers.outlines import trace_regions
+
+    faces, values = trace_regions(np.asarray(labels), background)
+    order = np.argsort(values, kind="stable")
+    return faces[order], values[order]
 
 
 def _transform(geom, offset: Sequence[float], scale: float, transform: Sequence[float] | None):
@@ -108,15 +120,10 @@ def label_polygons(
     """
     if simplify < 0:
         raise ValueError("simplify must be >= 0")
-    faces, values = _faces(np.asarray(labels))
-    order = np.lexsort((np.arange(len(values)), values))
-    for i in order:
-        value = values[i].item()
-        if background is not None and value == background:
-            continue
-        poly = faces[i]
-        if simplify:
-            poly = shapely.simplify(poly, simplify, preserve_topology=True)
+    faces, values = label_faces(labels, background)
+    if simplify:
+        faces = shapely.simplify(faces, simplify, preserve_topology=True)
+    for value, poly in zip(values.tolist(), faces):
         yield value, _transform(poly, offset, scale, transform)
 
 
@@ -129,13 +136,19 @@ def instance_polygons(
     transform: Sequence[float] | None = None,
 ) -> Iterator[tuple[int, shapely.Polygon | shapely.MultiPolygon]]:
     """One geometry per label value (a MultiPolygon when its pixels touch only at corners); never simplified."""
-    grouped: dict[int, list] = {}
-    for value, poly in label_polygons(labels, (0.0, 0.0), 1.0, background=background):
-        grouped.setdefault(value, []).append(poly)
-    for value in sorted(grouped):
-        parts = grouped[value]
-        geom = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
+    faces, values = label_faces(labels, background)
+    for value, geom in zip(*group_parts(faces, values)):
         yield value, _transform(geom, offset, scale, transform)
+
+
+def group_parts(faces: np.ndarray, values: np.ndarray) -> tuple[list, list]:
+    """Faces sorted by value grouped into one geometry per value (a MultiPolygon of several parts)."""
+    if not len(values):
+        return [], []
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    geoms = [faces[a] if b - a == 1 else shapely.MultiPolygon(list(faces[a:b])) for a, b in zip(starts, ends)]
+    return values[starts].tolist(), geoms
 
 
 def rasterize(geoms: Sequence, values: Sequence[int], shape: tuple[int, int], dtype=np.int64) -> np.ndarray:

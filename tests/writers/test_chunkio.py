@@ -1,0 +1,69 @@
+"""Direct chunk writes (``writers.chunkio``) leave the bytes zarr would, and read back what was written."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+
+from vimscope.types import Box
+from vimscope.writers.chunkio import ChunkArray, ChunkIO
+
+
+def _codecs():
+    import imagecodecs.numcodecs as icn
+    import numcodecs
+
+    icn.register_codecs(["imagecodecs_jpeg"], verbose=False)
+    return icn.Jpeg(level=90), numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_chunks_are_the_bytes_zarr_writes(tmp_path):
+    jpeg, blosc = _codecs()
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (3, 300, 330)), 0, 255).astype(np.uint8)
+    probs = rng.integers(0, 256, (4, 300, 330), dtype=np.uint8)
+    probs[:, :128, :128] = 0  # one chunk of nothing but the fill value: not stored
+    cases = [("image", image, (1, 128, 128), jpeg), ("probs", probs, (4, 128, 128), blosc)]
+    io = ChunkIO(threads=3)
+    for name, data, chunks, codec in cases:
+        ref = zarr.open_group(str(tmp_path / "zarr"), mode="a", zarr_format=2).create_array(
+            name,
+            shape=data.shape,
+            chunks=chunks,
+            dtype="uint8",
+            compressors=codec,
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
+        ref[...] = data
+        mine = ChunkArray(tmp_path / "mine" / name, data.shape, chunks, "uint8", codec)
+        for y in range(0, 300, 128):  # whole (and edge) chunks, as the pipeline writes them
+            io.write(mine, Box(0, y, 330, min(128, 300 - y)), data[:, y : y + 128])
+        io.wait()
+        theirs = {k: v for k, v in _files(tmp_path / "zarr" / name).items() if not k.startswith(".")}
+        assert _files(tmp_path / "mine" / name) == theirs
+        back = io.read(mine, Box(5, 7, 300, 250))
+        np.testing.assert_array_equal(back, np.asarray(ref[:, 7:257, 5:305]))
+    io.close()
+
+
+def test_partial_chunks_are_read_updated_and_rewritten(tmp_path):
+    _, blosc = _codecs()
+    arr = ChunkArray(tmp_path / "labels", (200, 150), (64, 64), "uint32", blosc)
+    io = ChunkIO(threads=2)
+    full = np.zeros((200, 150), np.uint32)
+    rng = np.random.default_rng(1)
+    for _ in range(12):  # overlapping windows, as instances paint them
+        x, y = rng.integers(0, 140), rng.integers(0, 190)
+        box = Box(int(x), int(y), int(rng.integers(1, 150 - x)), int(rng.integers(1, 200 - y)))
+        block = rng.integers(0, 5, (box.h, box.w)).astype(np.uint32)
+        io.write(arr, box, block)
+        full[box.y : box.y1, box.x : box.x1] = block
+    np.testing.assert_array_equal(io.read(arr, Box(0, 0, 150, 200)), full)
+    io.write(arr, Box(0, 0, 150, 200), np.zeros((200, 150), np.uint32))  # all fill value: the files go
+    io.close()
+    assert not [p for p in (tmp_path / "labels").rglob("*") if p.is_file()]
