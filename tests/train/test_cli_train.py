@@ -49,7 +49,7 @@ def _config(tmp_path, folder) -> str:
     return str(path)
 
 
-def test_train_then_eval_through_the_pipeline(tmp_path, labelled_folder, capsys):
+def test_train_then_eval_through_the_pipeline(tmp_path, labelled_folder, capsys, monkeypatch):
     config = _config(tmp_path, labelled_folder)
     assert main(["train", config, "--device", "cpu"]) == 0
     run = tmp_path / "run"  # relative to the config file
@@ -69,6 +69,20 @@ def test_train_then_eval_through_the_pipeline(tmp_path, labelled_folder, capsys)
     args = ["eval", str(run / "best.safetensors"), "--folder", str(labelled_folder), "--path", "memory"]
     assert main([*args, "--device", "cpu", "-o", str(folder_out)]) == 0
     assert json.loads(folder_out.read_text())["images"] == 2
+    # another inference tile and halo than the model's (issue 12's larger-tile check): the pipeline runs with them
+    import vimscope.pipeline.engine as engine
+
+    setups, prepare = [], engine.prepare
+    monkeypatch.setattr(engine, "prepare", lambda *a, **k: setups.append(prepare(*a, **k)) or setups[-1])
+    tiled = tmp_path / "tiled.json"
+    args = ["eval", str(run / "best.safetensors"), "--tile", "192", "--overlap", "8", "--device", "cpu"]
+    assert main([*args, "-o", str(tiled)]) == 0
+    summary = json.loads(tiled.read_text())
+    assert (summary["tile"], summary["halo"], summary["images"]) == (192, 8, 1)
+    assert [(s.tile, s.halo) for s in setups] == [(192, 8)] and setups[0].plan.tile == 192
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.safetensors"), "--tile", "200", "--device", "cpu"]) == 8
+    assert "tile 200 must be a multiple of 16" in capsys.readouterr().err
     # resuming a finished run has nothing left to do (the saved schedule wins over the file's)
     assert main(["train", config, "--resume", "--device", "cpu"]) == 0
 

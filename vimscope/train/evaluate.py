@@ -86,23 +86,11 @@ def predict_with_pipeline(model, im: LabelledImage, *, workdir: Path, device: st
 
 
 def predict_in_memory(model, im: LabelledImage, *, batch_size: int, amp: bool) -> dict:
-    from vimscope.train.infer import maps_to_labels, predict_maps
-    from vimscope.train.sampler import rescale_to, value_scale
+    from vimscope.train.infer import maps_to_labels, predict_maps_for
+    from vimscope.train.sampler import rescale_to
 
     spec = model.spec
-    scaled = rescale_to(im, spec.mpp)
-    maps = predict_maps(
-        model,
-        scaled.image,
-        tile=spec.tile,
-        halo=spec.halo,
-        mean=spec.mean,
-        std=spec.std,
-        scale=value_scale(scaled.image.dtype),
-        size_multiple=spec.size_multiple,
-        batch_size=batch_size,
-        amp=amp,
-    )
+    maps = predict_maps_for(model, rescale_to(im, spec.mpp).image, spec, batch_size=batch_size, amp=amp)
     return maps_to_labels(maps, spec.postprocess, spec.output == "nuclei")
 
 

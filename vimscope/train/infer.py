@@ -12,7 +12,10 @@ import contextlib
 import numpy as np
 import torch
 
-__all__ = ["activate", "maps_to_labels", "predict_maps"]
+from vimscope.config import ModelSpec
+from vimscope.train.sampler import value_scale
+
+__all__ = ["activate", "maps_to_labels", "predict_maps", "predict_maps_for"]
 
 
 def activate(name: str, raw: torch.Tensor) -> torch.Tensor:
@@ -83,6 +86,25 @@ def predict_maps(
     finally:
         model.train(was_training)
     return {k: (v[:, :h, :w] if k == "probabilities" else v[0, :h, :w]) for k, v in out.items()}
+
+
+def predict_maps_for(
+    model: torch.nn.Module, image: np.ndarray, spec: ModelSpec, *, batch_size: int = 4, amp: bool = False
+) -> dict[str, np.ndarray]:
+    """:func:`predict_maps` with the tiles, normalisation and token stride of ``spec``, pixel values
+    scaled as the pipeline's loader does (``sampler.value_scale``)."""
+    return predict_maps(
+        model,
+        image,
+        tile=spec.tile,
+        halo=spec.halo,
+        mean=spec.mean,
+        std=spec.std,
+        scale=value_scale(image.dtype),
+        size_multiple=spec.size_multiple,
+        batch_size=batch_size,
+        amp=amp,
+    )
 
 
 def maps_to_labels(maps: dict[str, np.ndarray], postprocess: dict | None, instances: bool) -> dict[str, np.ndarray]:

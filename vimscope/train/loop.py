@@ -33,11 +33,11 @@ from vimscope.train.checkpoint import export_weights, load_checkpoint, read_meta
 from vimscope.train.config import TrainConfig, resolve_spec
 from vimscope.train.datasets.base import LabelledImage, LoadContext, load_sources
 from vimscope.train.datasets.split import choose_validation, split_images
-from vimscope.train.infer import maps_to_labels, predict_maps
+from vimscope.train.infer import maps_to_labels, predict_maps_for
 from vimscope.train.losses import segmentation_loss
 from vimscope.train.metrics import MetricAccumulator
 from vimscope.train.plot import plot_history
-from vimscope.train.sampler import TileSampler, rescale_to, value_scale
+from vimscope.train.sampler import TileSampler, rescale_to
 from vimscope.train.schedule import lr_at
 
 __all__ = ["TrainEvent", "Trainer", "validate"]
@@ -87,18 +87,7 @@ def validate(
     names = [c.name for c in spec.classes] or [str(k) for k in range(len(spec.classes))]
     acc = MetricAccumulator(len(spec.classes), names)
     for im in images:
-        maps = predict_maps(
-            model,
-            im.image,
-            tile=spec.tile,
-            halo=spec.halo,
-            mean=spec.mean,
-            std=spec.std,
-            scale=value_scale(im.image.dtype),
-            size_multiple=spec.size_multiple,
-            batch_size=batch_size,
-            amp=amp,
-        )
+        maps = predict_maps_for(model, im.image, spec, batch_size=batch_size, amp=amp)
         with_instances = instances and im.instances is not None
         labels = maps_to_labels(maps, postprocess if postprocess is not None else spec.postprocess, with_instances)
         acc.add(
@@ -505,11 +494,7 @@ class Trainer:
         for im in self.val_images:
             if im.instances is None:
                 continue
-            m = predict_maps(
-                model, im.image, tile=self.spec.tile, halo=self.spec.halo, mean=self.spec.mean, std=self.spec.std,
-                scale=value_scale(im.image.dtype), size_multiple=self.spec.size_multiple,
-                batch_size=self.config.val_batch_size, amp=self.amp,
-            )  # fmt: skip
+            m = predict_maps_for(model, im.image, self.spec, batch_size=self.config.val_batch_size, amp=self.amp)
             entry = {"nucleus": 1.0 - m["probabilities"][0]}
             entry.update({k: v for k, v in m.items() if k in ("boundary", "distance")})
             maps.append(entry)
