@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import signal
@@ -59,23 +60,53 @@ def _textures(n: int, size: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def make_slide(path: Path, size: int, *, tile: int = 512, mpp: float = 0.5, seed: int = 0) -> None:
-    """A JPEG-tiled pyramidal TIFF (levels 1, 4, 16...) of ``size`` x ``size`` tissue, mpp in the resolution tags."""
+def _encoded(textures: list[np.ndarray], tile: int) -> list[bytes]:
+    """Each texture as the exact JPEG tile bytes tifffile writes (read back from a one-tile TIFF in memory)."""
+    import io
+
     import tifffile
 
-    textures = _textures(8, tile, seed)
+    out = []
+    for tex in textures:
+        buf = io.BytesIO()
+        tifffile.imwrite(
+            buf,
+            tex,
+            tile=(tile, tile),
+            compression="jpeg",
+            compressionargs={"level": 90},
+            photometric="rgb",
+            metadata=None,
+        )
+        buf.seek(0)
+        with tifffile.TiffFile(buf) as tif:
+            page = tif.pages[0]
+            buf.seek(page.dataoffsets[0])
+            out.append(buf.read(page.databytecounts[0]))
+    return out
+
+
+def make_slide(path: Path, size: int, *, tile: int = 512, mpp: float = 0.25, seed: int = 0) -> None:
+    """A JPEG-tiled pyramidal TIFF (levels 1, 4, 16...) of ``size`` x ``size`` tissue, mpp in the resolution tags.
+
+    Tiles are drawn from a few textures encoded once and written pre-compressed, so a 20k x 20k slide takes
+    seconds to write rather than minutes of JPEG encoding; the reader still decodes every tile."""
+    import tifffile
+
+    encoded = _encoded(_textures(8, tile, seed), tile)
     rng = np.random.default_rng(seed)
 
     def tiles(level_size: int):
         n = -(-level_size // tile)
         for _ in range(n * n):
-            yield textures[rng.integers(len(textures))]
+            yield encoded[rng.integers(len(encoded))]
 
     levels = [size]
     while levels[-1] > 2048:
         levels.append(levels[-1] // 4)
     res = (1e4 / mpp, 1e4 / mpp)
-    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+    tmp = path.with_name(path.name + ".part")
+    with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         for i, s in enumerate(levels):
             tif.write(
                 tiles(s),
@@ -83,13 +114,23 @@ def make_slide(path: Path, size: int, *, tile: int = 512, mpp: float = 0.5, seed
                 dtype=np.uint8,
                 tile=(tile, tile),
                 compression="jpeg",
-                compressionargs={"level": 90},
                 photometric="rgb",
                 resolution=(res[0] / 4**i, res[1] / 4**i),
                 resolutionunit="CENTIMETER",
                 subfiletype=1 if i else 0,
                 metadata=None,
             )
+    tmp.replace(path)
+
+
+def make_slides(specs: list[tuple[Path, int, int]], mpp: float) -> None:
+    """Write the missing slides of ``specs`` ((path, size, seed)) in parallel processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [(p, n, s) for p, n, s in specs if not p.exists()]
+    with ProcessPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        for f in [pool.submit(make_slide, p, n, mpp=mpp, seed=s) for p, n, s in todo]:
+            f.result()
 
 
 # --- GPU sampling ----------------------------------------------------------------------------------------------
@@ -133,11 +174,15 @@ class GpuSampler:
 
 
 # --- clusters --------------------------------------------------------------------------------------------------
-class DaskCluster:
-    """A scheduler and one ``dask worker`` per GPU, as the README tells users to start them."""
+def _gpus_of(config: str) -> int:
+    return int(config.split(":")[1]) if ":" in config else 1
 
-    def __init__(self, n: int, workdir: Path):
-        self.n, self.workdir = n, workdir
+
+class DaskCluster:
+    """A scheduler and one ``dask worker`` per GPU (``per_gpu`` processes each), as the README tells users."""
+
+    def __init__(self, n: int, workdir: Path, *, per_gpu: int = 1):
+        self.n, self.workdir, self.per_gpu = n, workdir, per_gpu
         self.file = workdir / f"scheduler-{n}.json"
         self.procs: list[subprocess.Popen] = []
 
@@ -152,13 +197,13 @@ class DaskCluster:
         for i in range(self.n):
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
             cmd = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(self.file)]
-            cmd += ["--nthreads", "1", "--resources", "GPU=1", "--memory-limit", "0", "--name", f"gpu{i}"]
+            cmd += ["--nthreads", "1", "--nworkers", str(self.per_gpu), "--resources", "GPU=1", "--memory-limit", "0"]
             cmd += ["--no-dashboard"]
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT))
         from distributed import Client
 
         with Client(scheduler_file=str(self.file)) as c:
-            c.wait_for_workers(self.n, timeout=120)
+            c.wait_for_workers(self.n * self.per_gpu, timeout=180)
         return self
 
     def __exit__(self, *exc):
@@ -281,9 +326,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slides", type=int, default=12, help="large slides in the timed batch")
     ap.add_argument("--size", type=int, default=8192, help="side of a large slide (px at level 0)")
+    ap.add_argument("--warm-size", type=int, default=2048, help="side of the warm-up / calibration slides")
     ap.add_argument("--tiny", type=int, default=8, help="512 x 512 slides for the fixed-overhead estimate")
     ap.add_argument("--configs", default="local", help="comma list of local | dask:N")
+    ap.add_argument(
+        "--per-gpu", type=int, default=1, help="worker processes per GPU: one's host work overlaps another's model"
+    )
+    ap.add_argument("--target-s", type=float, default=0, help="size the batch to last about this long (calibrated)")
+    ap.add_argument("--only-kill", action="store_true", help="only the killed-worker run (a second device call)")
     ap.add_argument("--kill", action="store_true", help="also run the last dask config with a worker killed mid-run")
+    ap.add_argument("--mpp", type=float, default=0.25, help="slide pixel size (the default model's: no resampling)")
     ap.add_argument("--model", default=None, help="model name (default: the pipeline's default)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vimscope-bench-batch"))
     ap.add_argument(
@@ -291,43 +343,53 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    inputs, warm = args.workdir / "slides", args.workdir / "warm"
-    for d in (inputs, warm):
+    pool, warm = args.workdir / "pool", args.workdir / "warm"
+    for d in (pool, warm):
         d.mkdir(parents=True, exist_ok=True)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    most_slots = max(_gpus_of(c) for c in configs) * args.per_gpu
     t = time.time()
-    for i in range(args.slides):
-        p = inputs / f"large-{i:02d}.tif"
-        if not p.exists():
-            make_slide(p, args.size, seed=i)
-    for i in range(args.tiny):
-        p = inputs / f"tiny-{i:02d}.tif"
-        if not p.exists():
-            make_slide(p, 512, seed=100 + i)
-        w = warm / f"warm-{i:02d}.tif"
-        if not w.exists():
-            make_slide(w, 1024, seed=200 + i)
+    tiny = [(pool / f"tiny-{i:02d}.tif", 512, 100 + i) for i in range(args.tiny)]
+    warm_specs = [(warm / f"warm-{i:02d}.tif", args.warm_size, 200 + i) for i in range(2 * most_slots)]
+    make_slides(tiny + warm_specs, args.mpp)
     print(f"slides ready in {time.time() - t:.0f} s", flush=True)
 
-    extra = ["--mpp", "0.5"] + (["--model", args.model] if args.model else [])
+    extra = ["--mpp", str(args.mpp)] + (["--model", args.model] if args.model else [])
     results = {}
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    runs = [(c, False) for c in configs] + ([(configs[-1], True)] if args.kill else [])
+    runs = [(c, False) for c in configs if not args.only_kill] + ([(configs[-1], True)] if args.kill else [])
     for config, kill in runs:
         label = config + (" (worker killed)" if kill else "")
-        out = args.workdir / f"out-{config.replace(':', '-')}{'-kill' if kill else ''}"
-        subprocess.run(["rm", "-rf", str(out), str(args.workdir / "warm-out")], check=True)
+        tag = f"{config.replace(':', '-')}{'-kill' if kill else ''}"
+        out, inputs = args.workdir / f"out-{tag}", args.workdir / f"slides-{tag}"
+        n_gpus = _gpus_of(config)
+        slots = n_gpus * args.per_gpu
+        run_extra = [*extra, "--reader-threads", str(max(2, (os.cpu_count() or 2) // slots))]
+        subprocess.run(["rm", "-rf", str(out), str(inputs), *map(str, args.workdir.glob("warm-out*"))], check=True)
         if config == "local":
-            execution, cluster = ["--workers", "local"], None
+            execution, cluster = ["--workers", str(slots)], None
         else:
-            n = int(config.split(":")[1])
-            cluster = DaskCluster(n, args.workdir).__enter__()
+            cluster = DaskCluster(n_gpus, args.workdir, per_gpu=args.per_gpu).__enter__()
             execution = ["--scheduler-file", str(cluster.file)]
         try:
-            run_batch(warm, args.workdir / "warm-out", execution, extra)  # compile kernels, load models
+            run_batch(warm, args.workdir / "warm-out", execution, run_extra)  # compile kernels, load models
+            rate = None
+            if args.target_s:  # a second warm batch measures the rate: enough large slides for target_s seconds
+                _, w0, w1, _ = run_batch(warm, args.workdir / "warm-out2", execution, run_extra)
+                rate = len(warm_specs) * args.warm_size**2 / 1e6 / (w1 - w0)
+            n_large = max(args.slides, math.ceil(args.target_s * rate / (args.size**2 / 1e6))) if rate else args.slides
+            n_large = -(-n_large // slots) * slots  # whole rounds: no half-empty last round skews the rate
+            large = [(pool / f"large-{i:02d}.tif", args.size, i) for i in range(n_large)]
+            make_slides(large, args.mpp)
+            inputs.mkdir(parents=True)
+            for p, _, _ in large + tiny:
+                (inputs / p.name).symlink_to(p)
+            print(
+                f"{label}: {n_large} slides of {args.size}^2 (calibrated {rate and round(rate, 1)} Mpx/s)", flush=True
+            )
             with GpuSampler() as sampler:
-                rc, t0, t1, killed = run_batch(inputs, out, execution, extra, kill_after=0.4 if kill else None)
+                rc, t0, t1, killed = run_batch(inputs, out, execution, run_extra, kill_after=0.4 if kill else None)
             res = summarise(out, t0, t1, sampler)
-            res.update(rc=rc, killed=killed)
+            res.update(rc=rc, killed=killed, gpus=n_gpus, processes_per_gpu=args.per_gpu, calibrated_mpx_s=rate)
         finally:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
@@ -352,9 +414,10 @@ def main() -> int:
     timed = [r for label, r in results.items() if "killed" not in label]
     if len(timed) >= 2:
         doc["scaling"] = round(timed[-1]["megapixels_per_s"] / max(timed[0]["megapixels_per_s"], 1e-9), 3)
-    if len(results) >= 2:
-        first, *rest = results.values()
-        doc["outputs_identical_across_runs"] = all(r["output_hashes"] == first["output_hashes"] for r in rest)
+    if len(results) >= 2:  # the same slide in every run gives the same bytes (the runs share their first slides)
+        hashes = [r["output_hashes"] for r in results.values()]
+        common = set.intersection(*(set(h) for h in hashes))
+        doc["outputs_identical_across_runs"] = all(h[k] == hashes[0][k] for h in hashes for k in common)
     path = args.json or ROOT / "benchmarks" / "results" / f"batch-{dt.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")

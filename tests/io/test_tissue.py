@@ -103,3 +103,17 @@ def test_big_pyramid_mask_finds_the_tissue_block(big_tiff):
     truth[int(np.ceil(y0)) : int(y1), int(np.ceil(x0)) : int(x1)] = True
     inter = (m.mask & truth).sum()
     assert inter / (m.mask | truth).sum() > 0.9
+
+
+def test_an_image_that_is_all_tissue_is_all_tissue(tmp_path):
+    """A crop with no glass (a TMA core, an exported region): Otsu would split the stain in two; all of it is kept."""
+    from tests.io.synthetic import ome_pyramid
+
+    rng = np.random.default_rng(0)
+    image = np.empty((2048, 2048, 3), np.uint8)
+    image[...] = (230, 160, 200)  # pink stroma
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    for cy, cx in rng.integers(0, 2048, (3000, 2)):  # purple nuclei
+        image[max(cy - 4, 0) : cy + 4, max(cx - 4, 0) : cx + 4] = (110, 60, 150)
+    m = mask(open_slide(ome_pyramid(tmp_path / "crop.ome.tif", image, mpp=0.5)))
+    assert m.fraction == 1.0

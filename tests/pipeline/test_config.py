@@ -28,7 +28,7 @@ def test_defaults_files_and_overrides(tmp_path):
         ({"stitch": "average"}, "stitch"),
         ({"device": "gpu"}, "device"),
         ({"tile": 64, "halo": 32}, "halo"),
-        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -1}, "batch_size"),
         ({"outputs": ["classes", "masks"]}, "masks"),
         ({"target_mpp": -1}, "target_mpp"),
         ({"model": "vim_test", "weights": "w.safetensors"}, "model or weights"),

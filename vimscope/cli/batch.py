@@ -150,7 +150,8 @@ def batch_options(f):
             "--workers",
             default="local",
             show_default=True,
-            help="'local': one process per visible GPU, else CPU processes; or a number of local processes.",
+            help="'local': one process per visible GPU, else CPU processes; or N local processes (shared round-robin"
+            " over the visible GPUs).",
         ),
         click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this dask.distributed scheduler."),
         click.option(

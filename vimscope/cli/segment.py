@@ -50,9 +50,16 @@ def common_options(f):
             default=None,
             help="Combine overlapping tiles by cropping the halo (default) or window blending.",
         ),
-        click.option("--batch-size", type=int, default=None, help="Tiles per batch."),
+        click.option("--batch-size", type=int, default=None, help="Tiles per forward pass (0: 32 on CUDA, 4 on CPU)."),
         click.option("--device", default=None, help="auto, cpu, cuda or cuda:N."),
         click.option("--workers", type=int, default=None, help="Reader threads (0: all cores but one)."),
+        click.option(
+            "--decode",
+            type=click.Choice(["auto", "cpu", "gpu"]),
+            default=None,
+            help="JPEG tile decoding: gpu decodes a JPEG-tiled level's own tiles (nvjpeg, else CPU threads); "
+            "cpu lets the slide reader decode; auto: gpu when the model runs on CUDA.",
+        ),
         click.option(
             "--roi",
             type=click.Path(dir_okay=False),

@@ -21,6 +21,7 @@ OUTPUTS = ("image", "classes", "probabilities", "features", "nuclei", "geojson",
 FORMATS = ("ome-zarr", "ome-tiff", "geotiff")
 STITCH_MODES = ("crop", "cosine", "gaussian")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+DECODES = ("auto", "cpu", "gpu")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -34,7 +35,7 @@ class PipelineConfig:
     target_mpp: float | None = None
     tile: int | None = None
     halo: int | None = None
-    batch_size: int = 4
+    batch_size: int = 0
     device: str = "auto"
     precision: str = "auto"
     stitch: str = "crop"
@@ -42,6 +43,7 @@ class PipelineConfig:
     formats: list[str] = field(default_factory=lambda: ["ome-zarr"])
     workers: int = 0
     prefetch: int = 2
+    decode: str = "auto"
     tissue: bool = True
     tissue_mpp: float | None = None
     pad: str | None = None
@@ -70,8 +72,8 @@ class PipelineConfig:
             bad(f"halo (overlap) must be >= 0, not {self.halo}")
         if self.tile is not None and self.halo is not None and 2 * self.halo >= self.tile:
             bad(f"tile ({self.tile}) must be larger than twice the halo ({self.halo})")
-        if self.batch_size < 1:
-            bad(f"batch_size must be >= 1, not {self.batch_size}")
+        if self.batch_size < 0:
+            bad(f"batch_size must be >= 1 (0: auto), not {self.batch_size}")
         if not _DEVICE.match(self.device):
             bad(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -84,6 +86,8 @@ class PipelineConfig:
         for f in self.formats:
             if f not in FORMATS:
                 bad(f"unknown format {f!r} (known: {', '.join(FORMATS)})")
+        if self.decode not in DECODES:
+            bad(f"decode must be one of {', '.join(DECODES)}, not {self.decode!r}")
         if self.workers < 0 or self.prefetch < 1:
             bad("workers must be >= 0 and prefetch >= 1")
         if self.pad not in (None, "reflect", "constant"):

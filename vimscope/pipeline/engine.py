@@ -9,9 +9,11 @@ first band not done and recomputes only the tiles whose chunks were still open. 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from vimscope.pipeline.setup import RunSetup, forward, output_paths, prepare, sl
 from vimscope.tiling.loader import TileLoader, batches_in_order, default_workers
 from vimscope.types import Box, CancelToken, Progress
 
-__all__ = ["iter_run", "run", "RunResult", "slide_stem", "output_paths"]
+__all__ = ["iter_run", "run", "RunResult", "slide_stem", "output_paths", "make_loader"]
+log = logging.getLogger("vimscope.pipeline")
 
 
 @dataclass
@@ -76,8 +79,15 @@ def iter_run(
             yield _skipped(paths)
             return
         setup = prepare(reader, config, out, region, model)
-        yield from _process(setup, cancel)
-        yield from _finish(setup)
+        try:
+            yield from _process(setup, cancel)
+            yield from _finish(setup)
+        except BaseException:
+            if setup.followers is not None:  # instances / regions beside the loop: stop them, drop their files
+                setup.followers.abort()
+            with contextlib.suppress(Exception):
+                setup.writer.close()  # what was queued reaches the disk (a rerun resumes from it)
+            raise
     finally:
         if own:
             with contextlib.suppress(Exception):
@@ -125,12 +135,15 @@ def _level0(box: Box, scale: float) -> Box:
 
 
 class _Bands:
-    """Which bands are complete: a band is done once every one of its tiles has been stitched."""
+    """Which bands are complete: a band is done once every one of its tiles has been stitched. ``flushing``:
+    the finished bands whose pyramids are being built (in order), recorded as done once they are."""
 
     def __init__(self, plan, done: set[int]) -> None:
         self.left = {b.index: len(b.tiles) for b in plan.bands if b.index not in done}
         self.of = {t: b.index for b in plan.bands for t in b.tiles}
         self.todo = deque(b.index for b in plan.bands if b.index not in done)
+        self.count = len(plan.bands) - len(self.todo)  # finished so far
+        self.flushing: deque = deque()  # (future of writer.flush_async, band indices)
 
     def finish_tiles(self, tiles) -> list[int]:
         for t in tiles:
@@ -140,12 +153,93 @@ class _Bands:
         finished = []
         while self.todo and self.left[self.todo[0]] == 0:
             finished.append(self.todo.popleft())
+        self.count += len(finished)
         return finished
 
 
+def _record_flushed(s: RunSetup, bands: _Bands, wait: bool = False) -> None:
+    """Record as done the finished bands whose pyramids are on disk (all of them, waiting, with ``wait``)."""
+    while bands.flushing and (wait or bands.flushing[0][0].done()):
+        future, finished = bands.flushing.popleft()
+        future.result()
+        s.record.done_bands.extend(finished)
+        s.record.save()
+
+
+_logged: set[str] = set()
+
+
+def _log_once(level: int, message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.log(level, message)
+
+
+def make_loader(s: RunSetup, batches: list[list[int]]):
+    """The tile loader of a run, by ``config.decode``: ``gpu`` (and ``auto`` when the model runs on CUDA) reads a
+    JPEG-tiled level's own tiles and decodes them with nvjpeg, else on CPU threads (``tiling.jpegloader``); ``cpu``,
+    and every plan that path cannot read (resampling, other compressions, other readers), lets the reader decode
+    (``tiling.loader``). Sets ``s.decode`` to what decodes: nvjpeg, cpu-tiles or reader."""
+    config, spec = s.config, s.lm.spec
+    common = dict(
+        workers=config.workers or default_workers(),
+        prefetch=config.prefetch,
+        pad=s.pad,
+        pad_value=config.pad_value,
+        damaged_value=config.pad_value,
+    )
+    if config.decode == "gpu" or (config.decode == "auto" and s.lm.device.type == "cuda"):
+        from vimscope.tiling.jpegloader import JpegTileLoader, tile_decoder, tile_level
+
+        level, why = tile_level(s.reader, s.plan, spec.in_chans)
+        if level is not None:
+            loader = JpegTileLoader(
+                level, s.plan, batches, device=s.lm.device, decoder=tile_decoder(s.lm.device), **common
+            )
+            s.decode = loader.decode
+            return loader
+        _log_once(logging.WARNING if config.decode == "gpu" else logging.INFO, f"{s.stem}: the reader decodes ({why})")
+    s.decode = "reader"
+    return TileLoader(s.reader, s.plan, batches, channels=spec.in_chans, **common)
+
+
+def _host_half(s: RunSetup, bands: _Bands, batch, values: dict):
+    """Place a batch's values, write the chunks they finish, flush and record finished bands (the writer thread).
+    Returns (the box written, the bands finished, seconds spent, chunks open)."""
+    plan, writer, record = s.plan, s.writer, s.record
+    t0 = time.perf_counter()
+    written = None
+    for name, box, data in s.stitcher.place(batch, values):
+        if s.roi is not None and name in ("classes", "probabilities"):
+            inside = s.roi.mask(box)
+            if inside is not None:
+                data = data * (inside if data.ndim == 2 else inside[..., None])
+        writer.write_block(name, box, data)
+        written = _union(written, box)
+    for t, message in batch.damaged.items():
+        record.damaged[t] = {"box": _level0(plan.tiles[t].box, plan.scale).to_list(), "message": message}
+    finished = bands.finish_tiles(batch.tiles)
+    if finished:
+        # Their chunks are on disk: the followers may read them, the pyramids follow in a background thread
+        # (off this thread's path), and the record says "done" once they are built too (_record_flushed).
+        writer.wait()
+        if s.followers is not None:
+            s.followers.rows.advance(s.stitcher.final_rows())
+        _record_flushed(s, bands, wait=True)  # one flush in flight at most: the record lags by one band
+        bands.flushing.append((writer.flush_async(final=s.stitcher.final_rows_by_array()), finished))
+    _record_flushed(s, bands)
+    if s.followers is not None:
+        s.followers.check()  # a failed follower stops the loop
+    return written, finished, time.perf_counter() - t0, s.stitcher.open_chunks
+
+
 def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
-    """The tile loop: read ahead, run the model, stitch, write finished chunks, record finished bands."""
+    """The tile loop: read ahead, run the model, stitch, write finished chunks, record finished bands.
+
+    The host half of each batch (``_host_half``) runs one batch behind in a writer thread, so the model's next
+    batch overlaps the previous batch's placing and writing; its events are yielded once it is done."""
     from vimscope.pipeline.finish import plan_message
+    from vimscope.pipeline.follow import start_followers
 
     config, plan, lm, writer, record, spec = s.config, s.plan, s.lm, s.writer, s.record, s.lm.spec
     batches = batches_in_order(sorted(s.needed), config.batch_size)  # padded to batch_size (see _full_batch)
@@ -158,23 +252,46 @@ def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
         "out_shape": tuple(plan.out_shape),
         "plan": plan,
     }
-    s.timings = {"read_wait": 0.0, "model": 0.0, "stitch_write": 0.0}
+    s.timings = {"read_wait": 0.0, "model": 0.0, "stitch_write": 0.0, "write_wait": 0.0}
     s.tiles_run, s.peak_open = 0, 0
+    loader = make_loader(s, batches)
+    s.followers = start_followers(s)  # instances and class regions, band by band beside the loop
+    handles["decode"] = s.decode  # what decodes the tiles (make_loader)
+    handles["timings"] = s.timings  # live: seconds so far per part of the loop
     yield Progress("plan", 0, total, outputs=dict(handles), message=plan_message(s.stem, plan, lm, s.notes))
-    loader = TileLoader(
-        s.reader,
-        plan,
-        batches,
-        workers=config.workers or default_workers(),
-        prefetch=config.prefetch,
-        pad=s.pad,
-        pad_value=config.pad_value,
-        damaged_value=config.pad_value,
-        channels=spec.in_chans,
-    )
-    with contextlib.closing(iter(loader)) as stream:
+    pending = None  # (future, batch): the host half of the previous batch, running in the writer thread
+
+    def settle(quiet: bool = False) -> Iterator[Progress]:
+        """Wait for the pending batch's host half; account for it and yield its events (none when ``quiet``)."""
+        nonlocal pending
+        if pending is None:
+            return
+        (future, done), pending = pending, None
+        t_wait = time.perf_counter()
+        written, finished, seconds, open_chunks = future.result()
+        s.timings["write_wait"] += time.perf_counter() - t_wait
+        s.timings["stitch_write"] += seconds
+        loader.recycle(done)  # only now: the host half read the batch's (pinned) pixels
+        s.tiles_run += len(done.tiles)
+        s.peak_open = max(s.peak_open, open_chunks)
+        if quiet:
+            return
+        box0 = _level0(written, plan.scale) if written is not None else None
+        yield Progress("tiles", s.tiles_run, total, box=box0, outputs=handles)
+        for b in finished:
+            box0 = _level0(plan.bands[b].box, plan.scale)
+            yield Progress("band", bands.count, len(plan.bands), box=box0, outputs=handles)
+
+    # One writer thread places and writes batch i (numpy, zarr, band flushes: host work that would leave the GPU
+    # idle) while this thread reads batch i + 1 and runs the model on it. The writer keeps every write in order.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="vimscope-write") as host_work,
+        contextlib.closing(iter(loader)) as stream,
+    ):
         while True:
-            if cancel is not None and cancel.cancelled:
+            if cancel is not None and cancel.cancelled:  # no event after the cancel; the pending batch is written
+                yield from settle(quiet=True)
+                _record_flushed(s, bands, wait=True)
                 writer.flush()
                 record.seconds += time.perf_counter() - s.t0
                 record.save()
@@ -189,35 +306,16 @@ def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
             t_model = time.perf_counter()
             x = _full_batch(batch.to_device(lm.device, spec.mean, spec.std), config.batch_size)
             outputs = {k: v[: len(batch.tiles)] for k, v in forward(lm, x, s.segmentation, s.features).items()}
+            values = s.stitcher.batch_values(batch, outputs)
             if lm.device.type == "cuda":
                 torch.cuda.synchronize(lm.device)
-            t_stitch = time.perf_counter()
-            written = None
-            for name, box, data in s.stitcher.add_batch(batch, outputs):
-                if s.roi is not None and name in ("classes", "probabilities"):
-                    inside = s.roi.mask(box)
-                    if inside is not None:
-                        data = data * (inside if data.ndim == 2 else inside[..., None])
-                writer.write_block(name, box, data)
-                written = _union(written, box)
-            loader.recycle(batch)
-            for t, message in batch.damaged.items():
-                record.damaged[t] = {"box": _level0(plan.tiles[t].box, plan.scale).to_list(), "message": message}
-            finished = bands.finish_tiles(batch.tiles)
-            if finished:  # chunks are written: make the pyramid follow, then let the record say so
-                writer.flush()
-                record.done_bands.extend(finished)
-                record.save()
             s.timings["read_wait"] += t_model - t_read
-            s.timings["model"] += t_stitch - t_model
-            s.timings["stitch_write"] += time.perf_counter() - t_stitch
-            s.tiles_run += len(batch.tiles)
-            s.peak_open = max(s.peak_open, s.stitcher.open_chunks)
-            box0 = _level0(written, plan.scale) if written is not None else None
-            yield Progress("tiles", s.tiles_run, total, box=box0, outputs=handles)
-            for b in finished:
-                box0 = _level0(plan.bands[b].box, plan.scale)
-                yield Progress("band", len(record.done_bands), len(plan.bands), box=box0, outputs=handles)
+            s.timings["model"] += time.perf_counter() - t_model
+            yield from settle()
+            pending = (host_work.submit(_host_half, s, bands, batch, values), batch)
+        yield from settle()
+        _record_flushed(s, bands, wait=True)
+    s.decode = getattr(loader, "decode", s.decode)  # nvjpeg hands over to CPU threads if its colours are wrong
 
 
 def _finish(s: RunSetup) -> Iterator[Progress]:

@@ -70,5 +70,10 @@ def load_model(config: PipelineConfig, model: torch.nn.Module | None = None) -> 
             f"model {spec.name} is untrained (random weights): its outputs show the pipeline working, not tissue; "
             "no trained default model ships yet"
         )
+    if device.type == "cuda":
+        # cuDNN's default picks may use atomics (transposed convolutions of the decoder): a retried or resumed slide
+        # on another process would then differ in the last bits, and so in its quantised maps and outputs
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     module = module.to(device).eval()
     return LoadedModel(module, spec, device, dtype, spec.name, notes)

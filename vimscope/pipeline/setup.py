@@ -8,6 +8,7 @@ must (still) run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from vimscope.tiling.loader import TileGeometry
 
 SEGMENTATION_OUTPUTS = ("classes", "probabilities", "geojson", "preview", "nuclei")
 BAND_HEIGHT = 2048  # output rows per band when the config leaves it open
+GPU_BATCH, CPU_BATCH = 32, 4  # tiles per forward pass when the config says 0 (auto)
 
 
 def slide_stem(path: str | Path) -> str:
@@ -107,10 +109,29 @@ class RunSetup:
     timings: dict = field(default_factory=dict)
     tiles_run: int = 0
     peak_open: int = 0
+    decode: str = "reader"  # what decoded the tiles: reader, cpu-tiles or nvjpeg (pipeline.engine.make_loader)
+    followers: Any = None  # jobs that follow the loop down the output (pipeline.follow.Followers)
 
     @property
     def spec(self):
         return self.lm.spec
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """What a run's OME-Zarr store holds: output grid, pixel size, classes and which maps are written."""
+
+    out_shape: tuple[int, int]
+    scale_um: float
+    unit: str | None
+    chunk: int
+    classes: list
+    extra_maps: list[str]
+    image_channels: int | None  # None: no image layer
+    probabilities: bool  # class probabilities and the extra maps (boundary, distance)
+    features: int | None  # feature channels, None: no feature map
+    feature_stride: int
+    instances: bool
 
 
 def _tile_and_halo(config: PipelineConfig, lm: LoadedModel) -> tuple[int, int]:
@@ -126,6 +147,7 @@ def _tile_and_halo(config: PipelineConfig, lm: LoadedModel) -> tuple[int, int]:
 
 def prepare(reader, config: PipelineConfig, out: Path, region, model) -> RunSetup:
     """Decide the run (see the module docstring); raises VimscopeError subclasses for unusable settings."""
+    from vimscope.pipeline import finish
     from vimscope.tiling.plan import plan_tiles
     from vimscope.writers.atomic import partial_path
 
@@ -136,6 +158,8 @@ def prepare(reader, config: PipelineConfig, out: Path, region, model) -> RunSetu
     if "geotiff" in config.formats and not (meta.crs and meta.transform):
         raise ConfigError(f"{meta.path} is not georeferenced: --format geotiff needs a CRS (use ome-tiff)")
     lm = load_model(config, model)
+    if not config.batch_size:  # auto: a GPU needs many tiles per forward to be busy; a CPU gains nothing from it
+        config = dataclasses.replace(config, batch_size=GPU_BATCH if lm.device.type == "cuda" else CPU_BATCH)
     spec = lm.spec
     target_mpp = config.target_mpp or spec.mpp
     if target_mpp is not None and meta.mpp is None:
@@ -198,26 +222,24 @@ def prepare(reader, config: PipelineConfig, out: Path, region, model) -> RunSetu
         pad=[pad, config.pad_value],
         precision=str(lm.dtype),
         device=lm.device.type,
+        decode=config.decode,  # nvjpeg and libjpeg differ in the last bits: a resume keeps the decoder
     )
     record = ResumeRecord.load(partial_path(paths["zarr"]), key)
-    writer = _writer(
-        paths,
-        plan,
-        classes,
-        extra_maps,
-        image_channels,
-        with_probs,
-        found,
-        stride,
-        spec,
-        config,
-        lm,
-        tile,
-        halo,
-        meta,
-        mpp_out,
-        resume=record is not None,
+    layout = StoreLayout(
+        out_shape=plan.out_shape,
+        scale_um=mpp_out or 1.0,
+        unit=finish.unit_of(meta),
+        chunk=config.chunk,
+        classes=classes,
+        extra_maps=extra_maps,
+        image_channels=image_channels,
+        probabilities=with_probs,
+        features=found.get("features") if features else None,
+        feature_stride=stride if features else 16,
+        instances=spec.output == "nuclei" and "logits" in found,
     )
+    metadata = finish.store_metadata(spec, config, plan, lm, tile, halo)
+    writer = _writer(paths["zarr"], layout, metadata=metadata, resume=record is not None)
     if record is None or not writer.resumed:
         record = ResumeRecord.fresh(writer.partial_path, key)
     done_tiles = {t for b in plan.bands if b.index in set(record.done_bands) for t in b.tiles}
@@ -270,45 +292,27 @@ def prepare(reader, config: PipelineConfig, out: Path, region, model) -> RunSetu
     )
 
 
-def _writer(
-    paths,
-    plan,
-    classes,
-    extra_maps,
-    image_channels,
-    with_probs,
-    found,
-    stride,
-    spec,
-    config,
-    lm,
-    tile,
-    halo,
-    meta,
-    mpp_out,
-    *,
-    resume: bool,
-):
-    from vimscope.pipeline import finish
+def _writer(path: Path, layout: StoreLayout, *, metadata: dict, resume: bool):
+    """The run's OME-Zarr writer (at its partial name until the run completes), resumed when asked and possible."""
     from vimscope.writers.omezarr import OmeZarrWriter
 
-    paths["zarr"].parent.mkdir(parents=True, exist_ok=True)
-    n_probs = len(classes) + len(extra_maps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probability_names = [c.name for c in layout.classes] + layout.extra_maps
     return OmeZarrWriter(
-        paths["zarr"],
-        out_shape=plan.out_shape,
-        scale_um=mpp_out or 1.0,
-        classes=classes,
-        image=image_channels is not None,
-        image_channels=image_channels or 3,
-        probabilities=n_probs if with_probs else None,
-        probability_names=[c.name for c in classes] + extra_maps if with_probs else None,
-        features=found.get("features") if "features" in config.outputs else None,
-        feature_stride=stride if "features" in config.outputs else 16,
-        instances=spec.output == "nuclei" and "logits" in found,
-        chunk=config.chunk,
-        metadata=finish.store_metadata(spec, config, plan, lm, tile, halo),
-        unit=finish.unit_of(meta),
+        path,
+        out_shape=layout.out_shape,
+        scale_um=layout.scale_um,
+        classes=layout.classes,
+        image=layout.image_channels is not None,
+        image_channels=layout.image_channels or 3,
+        probabilities=len(probability_names) if layout.probabilities else None,
+        probability_names=probability_names if layout.probabilities else None,
+        features=layout.features,
+        feature_stride=layout.feature_stride,
+        instances=layout.instances,
+        chunk=layout.chunk,
+        metadata=metadata,
+        unit=layout.unit,
         pyramid="incremental",  # coarser levels follow each flushed band: only written areas are ever reduced
         resume=resume,
     )

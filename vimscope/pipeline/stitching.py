@@ -173,6 +173,20 @@ class RunStitcher:
     def open_chunks(self) -> int:
         return sum(a.open_chunks for a in self.assemblers.values())
 
+    def final_rows(self) -> int:
+        """Output rows above this one have every chunk of the class map and probabilities handed out (in blend
+        mode a band's last rows wait for the halo of the band below)."""
+        seg = self.assemblers.get("seg")
+        return seg.first_open_row if seg is not None else self.shape[0]
+
+    def final_rows_by_array(self) -> dict[str, int]:
+        """``final_rows`` per output array, in the rows of its own level 0 (the token grid for features)."""
+        out = {}
+        for group, asm in self.assemblers.items():
+            names = {"seg": ("classes", "probabilities"), "image": ("image",), "features": ("features",)}[group]
+            out.update(dict.fromkeys(names, asm.first_open_row))
+        return out
+
     # feeding ----------------------------------------------------------------------------------------------------
     def _seg_values(self, outputs: dict, damaged: list[int]):
         """Per-tile values of the seg group for the whole batch: uint8 cores (crop) or fixed point (blend)."""
@@ -197,17 +211,26 @@ class RunStitcher:
 
     def add_batch(self, batch: TileBatch, outputs: dict) -> list[tuple[str, Box, np.ndarray]]:
         """Feed one batch; returns finished blocks as (output name, box in output pixels, array)."""
+        return self.place(batch, self.batch_values(batch, outputs))
+
+    def batch_values(self, batch: TileBatch, outputs: dict) -> dict:
+        """The device half of ``add_batch``: per group, the batch's values as ``place`` takes them (uint8 cores on
+        the host in crop mode). Needs the model's outputs, so it waits for them; reads no assembler state."""
         damaged = [i for i, t in enumerate(batch.tiles) if t in batch.damaged]
         values = {}
         if "seg" in self.assemblers:
             values["seg"] = self._seg_values(outputs, damaged)
         if "image" in self.assemblers:
-            values["image"] = batch.pixels.numpy()
+            values["image"] = batch.pixels.cpu().numpy()  # on the device when the GPU decoded it
         if "features" in self.assemblers:
             f = channels_last(outputs["features"].float())
             if damaged:
                 f[damaged] = 0
             values["features"] = host(f.half()) if self.mode == "crop" else (f if self.ops is not NUMPY else host(f))
+        return values
+
+    def place(self, batch: TileBatch, values: dict) -> list[tuple[str, Box, np.ndarray]]:
+        """The host half of ``add_batch``: place each tile's values; returns the blocks finished by them."""
         blocks = []
         for i, t in enumerate(batch.tiles):
             ox, oy = self.origins[t]

@@ -19,6 +19,7 @@ from vimscope.types import Box
 DEFAULT_MASK_MPP = 8.0  # µm per mask pixel for slides
 DARK = 25  # pixels darker than this (max of R, G, B) have no meaningful saturation (noise, black borders)
 MIN_SATURATION = 0.04  # Otsu on a blank slide splits JPEG noise; below this nothing is stained
+GLASS_SATURATION = 0.12  # glass is greyer than this: a paler Otsu class above it is stain (a crop with no glass)
 MAX_VALID_SIDE = 2048  # valid-data masks without a pixel size: at most this many pixels per side
 
 
@@ -81,6 +82,9 @@ def _otsu_saturation(rgb: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndar
             return np.zeros(grey.shape, bool), 0.0, "otsu-darkness"
         return (grey < threshold) & (grey >= DARK), threshold, "otsu-darkness"
     threshold = max(_otsu(values) or 1.0, MIN_SATURATION)
+    paler = values[values <= threshold]
+    if paler.size and float(np.median(paler)) > GLASS_SATURATION:  # both classes stained: all of it is tissue
+        threshold = MIN_SATURATION
     return sat > threshold, threshold, "otsu-saturation"
 
 
