@@ -3,7 +3,8 @@
 # kernel GPU tests, determinism of a segment run across processes, the scan tuning sweep, the backbone benchmark
 # (vim_tiny vs DeiT-Tiny), the pipeline benchmark with its GPU decode tests. Carry .whl (cp312 wheels of zarr,
 # numcodecs, dask, distributed, imagecodecs, openslide, shapely and their needs) and
-# .carry/CMU-1-Small-Region.svs.  Step limits: T_TESTS T_DET T_TUNE T_BACKBONE T_PIPELINE (seconds).
+# .carry/CMU-1-Small-Region.svs.  Step limits: T_TESTS T_DET T_TUNE T_BACKBONE T_PIPELINE (seconds); SKIP="tune backbone"
+# leaves steps out (names: tests det tune backbone pipeline).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -15,13 +16,13 @@ export VIMSCOPE_CACHE=$(mktemp -d); [ -f "$DEMO" ] && ln -s "$PWD/$DEMO" "$VIMSC
 LOG="$OUT/steps.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$LOG"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$LOG"
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" | tee -a "$LOG"; local s=$(date +%s)
+step() { local name=$1 t=$2; shift 2; case " ${SKIP:-} " in *" $name "*) echo "== skip $name" | tee -a "$LOG"; return;; esac; echo "== $* (limit ${t}s)" | tee -a "$LOG"; local s=$(date +%s)
     timeout "$t" "$@" 2>&1 | grep -v -e '^\s*$' | tee -a "$LOG"; echo "== took $(( $(date +%s) - s )) s" | tee -a "$LOG"; }
 
-step "${T_TESTS:-80}" python3 -m pytest tests/kernels -m gpu -q -p no:cacheprovider -W ignore --durations=5
-step "${T_DET:-60}" python3 benchmarks/check_determinism.py --out "$OUT/determinism.json"
-step "${T_TUNE:-110}" python3 benchmarks/tune_scan.py --out "$OUT/tune.json" ${TUNE_ARGS:-}
-step "${T_BACKBONE:-140}" python3 benchmarks/bench_backbone.py --out "$OUT/backbone.json" --plot "$OUT/backbone.png" \
+step tests "${T_TESTS:-80}" python3 -m pytest tests/kernels -m gpu -q -p no:cacheprovider -W ignore --durations=5
+step det "${T_DET:-60}" python3 benchmarks/check_determinism.py --out "$OUT/determinism.json"
+step tune "${T_TUNE:-110}" python3 benchmarks/tune_scan.py --out "$OUT/tune.json" ${TUNE_ARGS:-}
+step backbone "${T_BACKBONE:-140}" python3 benchmarks/bench_backbone.py --out "$OUT/backbone.json" --plot "$OUT/backbone.png" \
     ${BACKBONE_ARGS:-}
-step "${T_PIPELINE:-190}" python3 benchmarks/bench_pipeline.py --demo "$DEMO" --out "$OUT/pipeline.json" ${PIPELINE_ARGS:-}
+step pipeline "${T_PIPELINE:-190}" python3 benchmarks/bench_pipeline.py --demo "$DEMO" --out "$OUT/pipeline.json" ${PIPELINE_ARGS:-}
 ls -la "$OUT"
