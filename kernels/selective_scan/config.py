@@ -81,7 +81,7 @@ DEFAULTS: dict[str, object] = {
     "bwd_skip_last_chunk": None,  # None: skip_last_chunk (the gradient-carry pass)
     "bwd_rev_flip": True,  # reverse scans as forward scans of flipped tiles (no lane butterflies)
     "bwd_edot": False,  # dB, dC summed over channels on the tensor cores (a GEMM with ones) instead of shuffles
-    "fuse_dt_proj": False,  # the dt projection inside the scan kernels; experimental: wrong fp32 grads on GPU
+    "fuse_dt_proj": False,  # the rank-R dt projection inside the scan kernels instead of one batched GEMM
 }
 LAUNCH_KEYS = tuple(DEFAULTS)
 
