@@ -32,11 +32,13 @@ import torch.nn.functional as F
 __all__ = ["bimamba_inner_cpu"]
 
 CHANNEL_BLOCK = 96  # channels per parallel task: 384 channels -> 4 tasks per image (2 per core here)
-# numba's fallback "workqueue" threading layer aborts on concurrent parallel calls; callers may use threads
+# numba's fallback "workqueue" threading layer aborts on concurrent parallel calls; callers may use threads.
+# The parallel kernels release the GIL (nogil): a CPU forward must not freeze napari's event loop or a dask
+# worker's heartbeat (a worker silent for minutes is restarted by the scheduler).
 _PARALLEL_LOCK = threading.Lock()
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _conv_silu(x, w_t, bias, reverse, out):  # pragma: no cover - compiled
     """out[b, t] = silu(bias + sum_k w[k] * x[b, t -/+ (K - 1 - k)]); x: (B, L, E), w_t: (K, E)."""
     nb, length, channels = x.shape
@@ -136,7 +138,7 @@ def _scan_direction(u, delta, du, bmat, cmat, a, d_skip, gate, out, b, e0, width
         _gated_output(out[b, t, e0:e1], acc, d_skip[e0:e1], u[b, t, e0:e1], gate[b, t, e0:e1], width)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _bimamba_scan(u_f, dt_f, du_f, b_f, c_f, a_f, d_f, u_b, dt_b, du_b, b_b, c_b, a_b, d_b, gate, out, block, f32):  # noqa: E501
     """Both directions, gated and averaged, into ``out`` (B, L, E) which must start at zero.
 

@@ -60,14 +60,17 @@ def _run(widget, timeout=50.0):
 
     assert widget.wait_ready(30.0), "torch and the pipeline load in the background when the widget opens"
     timer.start()
+    started = time.monotonic()
     worker = widget.start()
     assert worker is not None
     worker.yielded.connect(on_event)
     outcome = widget.wait(timeout)
+    ended = time.monotonic()
     timer.stop()
     assert not widget.running, "the run did not finish in time"
     seen["ticks"] = len(ticks)
-    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0.0])
+    # from the start to the first tick, between ticks, from the last tick to the end: a stall anywhere shows
+    gaps = np.diff([started, *ticks, ended])
     return outcome, seen, float(gaps.max())
 
 
@@ -80,7 +83,7 @@ def test_whole_slide_run_shows_labels_while_running(make_napari_viewer, tmp_path
     assert seen["stages"][-1] == "done" and "tiles" in seen["stages"]
     # the event loop kept turning while the model ran (a 20 ms timer); the longest pause is napari adding the
     # labels layer (~0.3-0.8 s here; 2 s leaves room for a loaded CI machine, a blocking run would stall it all)
-    assert seen["ticks"] >= 3, f"only {seen['ticks']} timer ticks during the run"
+    assert seen["ticks"] >= 1, "the timer never fired during the run"
     assert max_gap < 2.0, f"the GUI thread stalled for {max_gap:.2f} s"
     assert widget._progress.value == 1000
 
