@@ -394,6 +394,7 @@ def main() -> int:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
         results[label] = res
+        _write_results(args, results)
         busy = ", ".join(f"GPU{k} {v:.0%}" for k, v in res["gpu_busy"].items()) or "n/a"
         print(
             f"{label:>22}: {res['slides_per_hour']:8.1f} slides/h {res['megapixels_per_s']:8.1f} Mpx/s  busy {busy}  "
@@ -402,6 +403,12 @@ def main() -> int:
             flush=True,
         )
 
+    _write_results(args, results)
+    return 0
+
+
+def _write_results(args, results: dict) -> None:
+    """The JSON of the configurations measured so far (written after each: a call cut short keeps them)."""
     doc = {
         "benchmark": "batch",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -421,8 +428,7 @@ def main() -> int:
     path = args.json or ROOT / "benchmarks" / "results" / f"batch-{dt.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {path}")
-    return 0
+    print(f"wrote {path}", flush=True)
 
 
 def _gpu_names() -> list[str]:

@@ -121,6 +121,17 @@ def _put(path: Path, data) -> None:
         raise
 
 
+def remove_partials(root: Path) -> int:
+    """Delete the temporary chunk files (``*.partial``) a killed writer left under ``root``; how many. Call it only
+    while no other process writes there (a resumed run, before its first write)."""
+    removed = 0
+    for f in Path(root).rglob("*.partial"):
+        if f.is_file():
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class ChunkIO:
     """A small thread pool that codes and writes chunks of ``ChunkArray``s asynchronously; see the module text.
     Safe to call from several threads (each chunk is written by one of them at a time)."""

@@ -35,7 +35,7 @@ from vimscope.errors import OutputError
 from vimscope.types import Box
 from vimscope.writers import ngff
 from vimscope.writers.atomic import atomic_write_json, commit_path, output_errors, partial_path, remove_tree
-from vimscope.writers.chunkio import ChunkArray, ChunkIO
+from vimscope.writers.chunkio import ChunkArray, ChunkIO, remove_partials
 from vimscope.writers.pyramid import (
     build_levels,
     build_region,
@@ -258,6 +258,7 @@ class OmeZarrWriter:
     def _open(self) -> None:
         import zarr
 
+        remove_partials(self.partial_path)  # chunks a killed run was writing: the resumed bands write them again
         self._root = zarr.open_group(str(self.partial_path), mode="r+", zarr_format=2)
         self._arrays = {n: [self._root[g.array_path(i)] for i in range(len(g.shapes))] for n, g in self._groups.items()}
         self._open_chunks(self.partial_path)
