@@ -5,14 +5,7 @@
 # numcodecs, dask, distributed, imagecodecs, openslide, shapely and their needs) and
 # .carry/CMU-1-Small-Region.svs.  Step limits: T_TESTS T_DET T_TUNE T_BACKBONE T_PIPELINE (seconds); SKIP="tune backbone"
 # leaves steps out (names: tests det tune backbone pipeline).
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
-export PYTHONPATH="$SHIM:$PWD:/tmp/site" PYTHONUNBUFFERED=1
-DEMO=.carry/CMU-1-Small-Region.svs
-export VIMSCOPE_CACHE=$(mktemp -d); [ -f "$DEMO" ] && ln -s "$PWD/$DEMO" "$VIMSCOPE_CACHE/CMU-1-Small-Region.svs"
+source benchmarks/gpu_env.sh
 LOG="$OUT/steps.log"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$LOG"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$LOG"

@@ -3,12 +3,7 @@
 # The GPU machine lacks zarr/dask/distributed/openslide/imagecodecs: carry their cp312 wheels in .whl/ (see the
 # device tool's README); the source tree is imported directly, a symlink giving kernels/ its import name.
 #   OUT=$OUT BATCH_ARGS='--configs dask:1,dask:2 --kill --slides 8 --size 20480' bash benchmarks/run_batch_gpu.sh
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
-export PYTHONPATH="$SHIM:$PWD:/tmp/site" PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 nproc | tee -a "$OUT/gpu.txt"
 python3 -c "import torch, triton, dask, distributed, zarr; print(torch.__version__, triton.__version__, dask.__version__, zarr.__version__)" | tee -a "$OUT/gpu.txt"

@@ -3,11 +3,7 @@
 # under $OUT (default ./gpu_out). SKIP_TESTS=1 skips the tests, SKIP_BENCH=1 the benchmark; TUNE=1 runs
 # benchmarks/tune_scan.py (TUNE_ARGS, TUNE_TIMEOUT) after the benchmark.
 # The GPU machine has no vimscope install: a symlink shim makes `import vimscope_kernels` load ./kernels.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
-export PYTHONPATH="$SHIM:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if [ -f .carry/triton_cache.tgz ]; then mkdir -p ~/.triton && tar -xzf .carry/triton_cache.tgz -C ~/.triton; fi
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then

@@ -5,17 +5,7 @@
 # the demo slide as .carry/CMU-1-Small-Region.svs; the source tree is imported directly, a symlink giving
 # kernels/ its import name. numba is not carried: JPEG checks run interpreted there (fine for these slides).
 #   OUT=$OUT BENCH_ARGS='--budget-s 240' bash benchmarks/run_pipeline_gpu.sh
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
-SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
-export PYTHONPATH="$SHIM:$PWD:/tmp/site" PYTHONUNBUFFERED=1
-DEMO=.carry/CMU-1-Small-Region.svs
-if [ -f "$DEMO" ]; then  # where tests.io.conftest.demo_path looks for it
-    export VIMSCOPE_CACHE=$(mktemp -d); ln -s "$PWD/$DEMO" "$VIMSCOPE_CACHE/CMU-1-Small-Region.svs"
-fi
-if [ -f .carry/triton_cache.tgz ]; then mkdir -p ~/.triton && tar -xzf .carry/triton_cache.tgz -C ~/.triton; fi
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 nproc | tee -a "$OUT/gpu.txt"
 python3 -c "import torch, triton, torchvision, zarr, imagecodecs; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'imagecodecs', imagecodecs.__version__)" | tee -a "$OUT/gpu.txt"

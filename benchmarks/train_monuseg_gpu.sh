@@ -4,13 +4,9 @@
 # Build the pack here first:  vimscope pack monuseg_vim_tiny -o .carry/monuseg-webp.vspack --codec webp
 # (WebP because the GPU machine has Pillow but no imagecodecs). The GPU machine has no vimscope install:
 # the source tree is imported directly, with a symlink giving kernels/ its import name.
-set -uo pipefail
-OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+source benchmarks/gpu_env.sh
 PACK=${PACK:-.carry/monuseg-webp.vspack}
 BUDGET=${BUDGET:-6.0}; MAX=${MAX:-6.8}
-SHIM=$(mktemp -d); ln -s "$PWD/kernels" "$SHIM/vimscope_kernels"
-export PYTHONPATH="$SHIM:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-if [ -f .carry/triton_cache.tgz ]; then mkdir -p ~/.triton && tar -xzf .carry/triton_cache.tgz -C ~/.triton; fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 RUNS=/tmp/vimscope-runs; mkdir -p "$RUNS"
 for cfg in ${CONFIGS:-monuseg_vim_tiny monuseg_unet}; do

@@ -527,26 +527,9 @@ class OmeZarrWriter:
         if box.x < 0 or box.y < 0 or box.w <= 0 or box.h <= 0 or box.x1 > w or box.y1 > h:
             raise ValueError(f"{name}: box {box} is not inside the {w} x {h} grid")
 
-    def _build_levels(self, name: str, dirty: list[tuple[int, Box]], final: int | None) -> list[tuple[int, Box]]:
+    def _level_access(self, name: str):
+        """(read, write, reduce, bytes per px) for building the pyramid of ``name`` chunk by chunk."""
         g = self._groups[name]
-        if len(g.shapes) < 2:
-            return []
-        arrays = self._chunks[name]
-        reduce = downsample_mode if g.is_label else downsample_mean
-        bpp = max(4, np.dtype(g.dtype).itemsize) * (g.channels or 1) * 2
-
-        def read(level, b):
-            return self._io.read(arrays[level], b)
-
-        def write(level, b, data):
-            self._io.write(arrays[level], b, data)
-
-        return build_levels(read, write, reduce, g.shapes, g.chunk, dirty, final=final, bytes_per_px=bpp)
-
-    def _build_pyramid(self, name: str, box: Box | None, on_level0=None) -> None:
-        g = self._groups[name]
-        if len(g.shapes) < 2:
-            return
         arrays = self._chunks[name]
         reduce = downsample_mode if g.is_label else downsample_mean
         # input block plus the reduction's temporaries (four quarter views summed in 32 bits, or stacked)
@@ -558,6 +541,20 @@ class OmeZarrWriter:
         def write(level, b, data):
             self._io.write(arrays[level], b, data)
 
+        return read, write, reduce, bpp
+
+    def _build_levels(self, name: str, dirty: list[tuple[int, Box]], final: int | None) -> list[tuple[int, Box]]:
+        g = self._groups[name]
+        if len(g.shapes) < 2:
+            return []
+        read, write, reduce, bpp = self._level_access(name)
+        return build_levels(read, write, reduce, g.shapes, g.chunk, dirty, final=final, bytes_per_px=bpp)
+
+    def _build_pyramid(self, name: str, box: Box | None, on_level0=None) -> None:
+        g = self._groups[name]
+        if len(g.shapes) < 2:
+            return
+        read, write, reduce, bpp = self._level_access(name)
         build_region(read, write, reduce, g.shapes, g.chunk, box, bytes_per_px=bpp, on_level0=on_level0)
 
     def _scan_level0(self, name: str, visit) -> None:
