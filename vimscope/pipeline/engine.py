@@ -142,8 +142,13 @@ class _Bands:
         self.left = {b.index: len(b.tiles) for b in plan.bands if b.index not in done}
         self.of = {t: b.index for b in plan.bands for t in b.tiles}
         self.todo = deque(b.index for b in plan.bands if b.index not in done)
-        self.count = len(plan.bands) - len(self.todo)  # finished so far
+        self.total = len(plan.bands)
         self.flushing: deque = deque()  # (future of writer.flush_async, band indices)
+
+    @property
+    def count(self) -> int:
+        """Bands finished so far (this run's and earlier runs')."""
+        return self.total - len(self.todo)
 
     def finish_tiles(self, tiles) -> list[int]:
         for t in tiles:
@@ -153,7 +158,6 @@ class _Bands:
         finished = []
         while self.todo and self.left[self.todo[0]] == 0:
             finished.append(self.todo.popleft())
-        self.count += len(finished)
         return finished
 
 

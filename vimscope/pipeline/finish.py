@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,7 +193,9 @@ def finish(ctx: RunSetup) -> Iterator:
     if "preview" in want and ("classes" in want or "probabilities" in want) and writer.pyramid == "incremental":
         # the class map's pyramid is complete: draw the preview while the followers finish their last rows
         writer.flush(["classes"])
-        preview = _in_thread(lambda: _timed_call(ctx, "preview", write_preview, ctx))
+        drawing = ThreadPoolExecutor(1, thread_name_prefix="vimscope-preview")
+        preview = drawing.submit(_timed_call, ctx, "preview", write_preview, ctx)
+        drawing.shutdown(wait=False)  # its one task still runs; preview.result() waits for it
     if "nuclei" in writer.names:
         from vimscope.pipeline.instances import run_instances
 
@@ -238,22 +240,6 @@ def finish(ctx: RunSetup) -> Iterator:
     ctx.record.remove()
     writer.commit(overwrite=ctx.config.overwrite)
     yield {"summary": summary, "paths": outputs, "report": report_text(summary), "notes": list(ctx.notes)}
-
-
-def _in_thread(fn):
-    """Run ``fn`` in a thread of its own; ``.result()`` waits for it (and raises its error)."""
-    from concurrent.futures import Future
-
-    future: Future = Future()
-
-    def run():
-        try:
-            future.set_result(fn())
-        except BaseException as e:  # noqa: BLE001 - raised by result()
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="vimscope-preview", daemon=True).start()
-    return future
 
 
 def _timed_call(ctx: RunSetup, step: str, fn, *args):
@@ -331,19 +317,7 @@ def write_geojson(ctx: RunSetup, wait_rows=None) -> Path | None:
         transform=meta.transform if geo else None,
     )
     gj = GeoJSONWriter(ctx.paths["geojson"], overwrite=True, crs=meta.crs if geo else None)
-    batch: list[dict] = []
-
-    count = 0
-
-    def flush():
-        # ids from the slide's stem and the region's place in the (fixed) output order: a re-run writes the same file
-        nonlocal count
-        for feature in batch:
-            feature["id"] = str(uuid.uuid5(OBJECT_NAMESPACE, f"{ctx.stem}/region/{count}"))
-            count += 1
-        gj.add_many(batch)
-        batch.clear()
-
+    batch: list[dict] = []  # handed over 1024 at a time: the writer turns their geometries into JSON in one call
     try:
         for value, poly in regions:
             if value >= len(ctx.classes):
@@ -352,12 +326,16 @@ def write_geojson(ctx: RunSetup, wait_rows=None) -> Path | None:
             area = area_measurements(poly.area, None if geo else meta.mpp, unit)
             if geo:
                 area = {f"Area {unit}^2": float(poly.area)}
+            # the id from the slide's stem and the region's place in the (fixed) output order: a re-run writes the
+            # same file
+            fid = str(uuid.uuid5(OBJECT_NAMESPACE, f"{ctx.stem}/region/{gj.count + len(batch)}"))
             batch.append(
-                qupath_feature(poly, object_type="annotation", name=c.name, color=c.color, measurements=area, id="-")
+                qupath_feature(poly, object_type="annotation", name=c.name, color=c.color, measurements=area, id=fid)
             )
             if len(batch) >= 1024:
-                flush()
-        flush()
+                gj.add_many(batch)
+                batch.clear()
+        gj.add_many(batch)
         if wait_rows is not None:
             wait_rows(h)  # a loop stopped meanwhile: no output under its final name
         return gj.close()

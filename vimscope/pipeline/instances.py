@@ -27,15 +27,6 @@ def activation(name: str) -> str:
     return MAP_ACTIVATIONS.get(name, "sigmoid")
 
 
-def maps_reader(writer, n_classes: int, extra_maps: list[str]) -> Callable[[Box], dict]:
-    """``read_maps(window)`` for ``iter_cell_instances``: nucleus = 1 - P(background), plus the extra maps."""
-
-    def read_maps(window: Box) -> dict:
-        return maps_of(np.asarray(writer.read_block("probabilities", window)), n_classes, extra_maps)
-
-    return read_maps
-
-
 def maps_of(block: np.ndarray, n_classes: int, extra_maps: list[str]) -> dict:
     """The instance maps in a (c, h, w) uint8 probabilities block: nucleus = 255 - P(background), extra maps."""
     maps = {"nucleus": 255 - block[0]}
@@ -73,7 +64,7 @@ def run_instances(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from vimscope.postprocess.bands import row_bands
+    from vimscope.postprocess.bands import grow_box, row_bands
     from vimscope.postprocess.instances import InstanceParams
     from vimscope.writers.geojson import GeoJSONWriter, area_measurements, qupath_feature
     from vimscope.writers.tables import ObjectTableWriter
@@ -91,7 +82,7 @@ def run_instances(
 
     def compute(index_cell) -> _Cell:
         index, cell = index_cell
-        window = _grow(cell, params.max_size, out_shape)
+        window = grow_box(cell, params.max_size, out_shape)
         if wait_rows is not None:
             wait_rows(window.y1)
         return _label_cell(ctx, params, index, cell, window)
@@ -101,20 +92,7 @@ def run_instances(
     next_id = 1
     pool = ThreadPoolExecutor(threads, thread_name_prefix="vimscope-cells") if threads > 1 else None
     try:
-        pending = deque()
-        todo = iter(cells)
-        while True:
-            while pool is not None and len(pending) < threads and (item := next(todo, None)) is not None:
-                pending.append(pool.submit(compute, item))  # the next cells, labelled meanwhile
-            if pool is None:
-                item = next(todo, None)
-                if item is None:
-                    break
-                c = compute(item)
-            elif pending:
-                c = pending.popleft().result()
-            else:
-                break
+        for c in _in_order(pool, compute, cells, ahead=threads):
             found = c.found
             if not len(found):
                 continue
@@ -171,6 +149,20 @@ def run_instances(
     return {"counts": counts, "paths": paths}
 
 
+def _in_order(pool, fn, items, ahead: int):
+    """``fn`` of each item, in order; with a pool, up to ``ahead`` items are computed meanwhile."""
+    if pool is None:
+        yield from map(fn, items)
+        return
+    pending = deque()
+    for item in items:
+        if len(pending) == ahead:
+            yield pending.popleft().result()
+        pending.append(pool.submit(fn, item))
+    while pending:
+        yield pending.popleft().result()
+
+
 def _label_cell(ctx, params, index: int, cell: Box, window: Box) -> _Cell:
     """The work of one cell that needs no other cell: labels, owned objects, classes, outlines."""
     from vimscope.postprocess.bands import cell_objects
@@ -193,12 +185,6 @@ def _label_cell(ctx, params, index: int, cell: Box, window: Box) -> _Cell:
         raise RuntimeError(f"instance outlines do not match the objects of cell {index}")
     geoms = _to_level0(np.asarray(geoms, dtype=object), found.boxes, window, ctx.plan.scale)
     return _Cell(found, classes, probability, geoms)
-
-
-def _grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
-    from vimscope.postprocess.bands import _grow as grow
-
-    return grow(box, margin, shape)
 
 
 def _to_level0(geoms: np.ndarray, boxes: np.ndarray, window: Box, scale: float) -> np.ndarray:

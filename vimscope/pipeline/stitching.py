@@ -55,6 +55,9 @@ def _scaled(box: Box, stride: int) -> Box:
     return Box(x0, y0, -(-box.x1 // stride) - x0, -(-box.y1 // stride) - y0)
 
 
+GROUP_ARRAYS = {"seg": ("classes", "probabilities"), "image": ("image",), "features": ("features",)}  # per assembler
+
+
 class RunStitcher:
     """All assemblers of a run; ``add_batch`` feeds one batch of model outputs and returns the finished blocks."""
 
@@ -181,11 +184,7 @@ class RunStitcher:
 
     def final_rows_by_array(self) -> dict[str, int]:
         """``final_rows`` per output array, in the rows of its own level 0 (the token grid for features)."""
-        out = {}
-        for group, asm in self.assemblers.items():
-            names = {"seg": ("classes", "probabilities"), "image": ("image",), "features": ("features",)}[group]
-            out.update(dict.fromkeys(names, asm.first_open_row))
-        return out
+        return {name: asm.first_open_row for group, asm in self.assemblers.items() for name in GROUP_ARRAYS[group]}
 
     # feeding ----------------------------------------------------------------------------------------------------
     def _seg_values(self, outputs: dict, damaged: list[int]):

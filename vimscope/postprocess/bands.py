@@ -65,7 +65,8 @@ def grid_cells(out_shape: tuple[int, int], cell: int | tuple[int, int]) -> list[
     return [Box(x, y, min(cw, w - x), min(ch, h - y)) for y in range(0, h, ch) for x in range(0, w, cw)]
 
 
-def _grow(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+def grow_box(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+    """``box`` grown by ``margin`` on every side, clipped to the grid: the window a cell is labelled in."""
     h, w = shape
     x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
     x1, y1 = min(w, box.x1 + margin), min(h, box.y1 + margin)
@@ -210,7 +211,7 @@ def iter_cells(
     for index, cell in enumerate(cells):
         if skip and index in skip:
             continue
-        window = _grow(cell, margin, out_shape)
+        window = grow_box(cell, margin, out_shape)
         labels = label_instances(read_maps(window), params)
         found = cell_objects(labels, window, cell, out_shape, index=index, start_id=next_id)
         next_id += len(found)

@@ -118,15 +118,21 @@ def build_region(
         if target.area == 0:
             return
         for block in iter_blocks(target, chunk, bytes_per_px):
-            src = Box(2 * block.x, 2 * block.y, 2 * block.w, 2 * block.h)
-            fh, fw = shapes[level - 1]
-            src = Box(src.x, src.y, min(src.w, fw - src.x), min(src.h, fh - src.y))
-            data = read(level - 1, src)
-            if level == 1 and on_level0 is not None:
-                on_level0(src, data)
-            out = reduce(data)
-            write(level, block, out[..., : block.h, : block.w])
+            _reduce_block(read, write, reduce, level, block, shapes[level - 1], on_level0 if level == 1 else None)
         finer = target
+
+
+def _reduce_block(read, write, reduce, level: int, block: Box, finer_shape: tuple[int, int], on_read=None) -> None:
+    """Write ``block`` of ``level`` from the reduction of the finer level's block under it (clipped to that level);
+    ``on_read(box, data)`` sees what was read."""
+    fh, fw = finer_shape
+    x, y = 2 * block.x, 2 * block.y
+    src = Box(x, y, min(2 * block.w, fw - x), min(2 * block.h, fh - y))
+    data = read(level - 1, src)
+    if on_read is not None:
+        on_read(src, data)
+    out = reduce(data)
+    write(level, block, out[..., : block.h, : block.w])
 
 
 def final_rows(final: int | None, level: int, chunk: int, shapes: list[tuple[int, int]]) -> int:
@@ -160,8 +166,6 @@ def build_levels(
     for level in range(len(shapes) - 1):
         coarse = level + 1
         limit = final_rows(final, coarse, chunk, shapes)
-        fh, fw = shapes[level]
-        ch, cw = shapes[coarse]
         keys: set[tuple[int, int]] = set()  # coarse chunks to build: each once, whatever boxes reach it
         for box in _merge_rows(pending.pop(level, [])):
             target = aligned_parent_box(box, chunk, shapes[coarse])
@@ -177,12 +181,9 @@ def build_levels(
             for ky in range(target.y // chunk, -(-target.y1 // chunk)):
                 for kx in range(target.x // chunk, -(-target.x1 // chunk)):
                     keys.add((ky, kx))
-        for run in _row_runs(keys, chunk, (ch, cw)):
+        for run in _row_runs(keys, chunk, shapes[coarse]):
             for block in iter_blocks(run, chunk, bytes_per_px):
-                src = Box(2 * block.x, 2 * block.y, 2 * block.w, 2 * block.h)
-                src = Box(src.x, src.y, min(src.w, fw - src.x), min(src.h, fh - src.y))
-                out = reduce(read(level, src))
-                write(coarse, block, out[..., : block.h, : block.w])
+                _reduce_block(read, write, reduce, coarse, block, shapes[level])
             pending.setdefault(coarse, []).append(run)
     return left
 
