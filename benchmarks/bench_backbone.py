@@ -39,7 +39,6 @@ import json
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +49,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # an installed vimscope wins; the GPU machine has none (PYTHONPATH shim)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run_info import git_commit, module_versions  # noqa: E402
 
 SIZES = (224, 512, 1024, 1248, 2048, 4096)
 # one batch per size for every model: about 50k-520k tokens in flight; eager DeiT's bf16 scores need
@@ -453,16 +455,8 @@ def environment(device: torch.device) -> dict:
     env = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
            "python": platform.python_version(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
-    try:
-        env["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True, timeout=10).stdout.strip() or None  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        env["commit"] = None  # no git on the GPU machine's copy
-    for module in ("triton", "timm", "numpy"):
-        try:
-            env[module] = __import__(module).__version__
-        except ImportError:
-            env[module] = None
+    env["commit"] = git_commit()
+    env.update(module_versions(("triton", "timm", "numpy"), include_missing=True))
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(card=torch.cuda.get_device_name(device), sms=props.multi_processor_count,

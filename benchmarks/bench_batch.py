@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_info import gpu_names, module_versions  # benchmarks/ is the script's folder or on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 VIMSCOPE = [sys.executable, "-m", "vimscope"]
@@ -413,8 +414,8 @@ def _write_results(args, results: dict) -> None:
         "benchmark": "batch",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "host": platform.node(),
-        "gpu": _gpu_names(),
-        "versions": _versions(),
+        "gpu": gpu_names(),
+        "versions": module_versions(("vimscope", "torch", "triton", "distributed")),
         "args": {k: str(v) for k, v in vars(args).items()},
         "results": results,
     }
@@ -429,32 +430,6 @@ def _write_results(args, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}", flush=True)
-
-
-def _gpu_names() -> list[str]:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        )
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    return {p: md.version(p) for p in ("vimscope", "torch", "triton", "distributed") if _installed(p)}
-
-
-def _installed(name: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(name)
-        return True
-    except md.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

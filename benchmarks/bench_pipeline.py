@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from bench_batch import GpuSampler, make_slide  # noqa: E402
+from run_info import gpu_names, module_versions  # noqa: E402
 
 from vimscope.types import Box  # noqa: E402
 
@@ -403,19 +404,11 @@ def table(doc: dict) -> str:
 
 def versions() -> dict:
     out = {"python": platform.python_version()}
-    for name in ("torch", "triton", "torchvision", "tifffile", "imagecodecs", "openslide", "zarr", "numpy", "numba"):
-        with contextlib.suppress(Exception):
-            mod = __import__(name)
-            out[name] = getattr(mod, "__version__", None)
+    out.update(module_versions(("torch", "triton", "torchvision", "tifffile", "imagecodecs", "openslide", "zarr",
+                                "numpy", "numba")))  # fmt: skip
     if torch.cuda.is_available():
         out["cuda"] = torch.version.cuda
     return out
-
-
-def gpu_names() -> list[str]:
-    return (
-        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    )
 
 
 def main() -> int:

@@ -332,7 +332,7 @@ class OmeZarrWriter:
         return list(self._groups)
 
     def array(self, name: str, level: int = 0):
-        """The zarr array of one level (for partial display and read-modify-write of instance labels)."""
+        """The zarr array of one level (for partial display while a run writes, and for readers of levels)."""
         return self._arrays[self._group(name).name][level]
 
     def level_count(self, name: str) -> int:
