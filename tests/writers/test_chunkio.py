@@ -67,3 +67,42 @@ def test_partial_chunks_are_read_updated_and_rewritten(tmp_path):
     io.write(arr, Box(0, 0, 150, 200), np.zeros((200, 150), np.uint32))  # all fill value: the files go
     io.close()
     assert not [p for p in (tmp_path / "labels").rglob("*") if p.is_file()]
+
+
+def test_reads_of_lossless_chunks_come_from_memory_within_the_budget(tmp_path):
+    jpeg, blosc = _codecs()
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 9, (256, 256), dtype=np.uint32)
+    image = np.clip(rng.normal(128, 40, (3, 256, 256)), 0, 255).astype(np.uint8)
+    chunk_bytes = 64 * 64 * 4
+    io = ChunkIO(threads=2, cache_bytes=5 * chunk_bytes)  # room for the last 5 label chunks
+    arr = ChunkArray(tmp_path / "labels", labels.shape, (64, 64), "uint32", blosc)
+    img = ChunkArray(tmp_path / "image", image.shape, (1, 64, 64), "uint8", jpeg)
+    assert arr.lossless and not img.lossless
+    for y in range(0, 256, 64):
+        io.write(arr, Box(0, y, 256, 64), labels[y : y + 64])
+        io.write(img, Box(0, y, 256, 64), image[:, y : y + 64])
+    io.wait()
+    back = io.read(arr, Box(0, 192, 256, 64))  # the last row of 4 chunks: all in memory
+    assert io.cache_hits == 4
+    np.testing.assert_array_equal(back, labels[192:])
+    back[...] = 0  # a read is a copy: the cache keeps its chunks
+    np.testing.assert_array_equal(io.read(arr, Box(0, 0, 256, 256)), labels)  # older rows: from the files
+    assert io.cache_hits == 4 + 5
+    decoded = io.read(img, Box(0, 0, 256, 256))  # JPEG: always the decoded file, as a resumed run reads it
+    assert io.cache_hits == 9 and not np.array_equal(decoded, image)
+    assert np.abs(decoded.astype(int) - image).mean() < 20  # the image, through the codec
+    io.close()
+
+
+def test_a_rewritten_chunk_is_read_as_rewritten(tmp_path):
+    _, blosc = _codecs()
+    arr = ChunkArray(tmp_path / "labels", (100, 100), (64, 64), "uint32", blosc)
+    io = ChunkIO(threads=2)
+    io.write(arr, Box(0, 0, 100, 100), np.ones((100, 100), np.uint32))
+    io.write(arr, Box(10, 10, 20, 20), np.full((20, 20), 7, np.uint32))  # a partial update of chunk (0, 0)
+    want = np.ones((100, 100), np.uint32)
+    want[10:30, 10:30] = 7
+    np.testing.assert_array_equal(io.read(arr, Box(0, 0, 100, 100)), want)
+    io.close()
+    np.testing.assert_array_equal(ChunkIO(threads=1, cache_bytes=0).read(arr, Box(0, 0, 100, 100)), want)

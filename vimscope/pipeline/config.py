@@ -38,6 +38,7 @@ class PipelineConfig:
     batch_size: int = 0
     device: str = "auto"
     precision: str = "auto"
+    cuda_graphs: bool = True
     stitch: str = "crop"
     outputs: list[str] = field(default_factory=lambda: ["image", "classes", "geojson", "preview", "summary"])
     formats: list[str] = field(default_factory=lambda: ["ome-zarr"])

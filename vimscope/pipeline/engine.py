@@ -21,7 +21,8 @@ import torch
 
 from vimscope.errors import Cancelled, ConfigError
 from vimscope.pipeline.config import PipelineConfig
-from vimscope.pipeline.setup import RunSetup, forward, output_paths, prepare, slide_stem
+from vimscope.pipeline.setup import RunSetup, output_paths, prepare, slide_stem
+from vimscope.pipeline.step import ModelStep
 from vimscope.tiling.loader import TileLoader, batches_in_order, default_workers
 from vimscope.types import Box, CancelToken, Progress
 
@@ -161,9 +162,18 @@ class _Bands:
         return finished
 
 
-def _record_flushed(s: RunSetup, bands: _Bands, wait: bool = False) -> None:
-    """Record as done the finished bands whose pyramids are on disk (all of them, waiting, with ``wait``)."""
-    while bands.flushing and (wait or bands.flushing[0][0].done()):
+# Finished bands whose chunks and pyramids may still be on their way to the disk before the writer thread waits:
+# enough to ride out a slow flush (on an H100 host 2 left the writer waiting 4 s of a 10 s loop, 8 none); a
+# killed run redoes at most this many bands more.
+MAX_FLUSHING = 8
+HOST_AHEAD = 2  # batches whose host half may be queued to the writer thread at once
+
+
+def _record_flushed(s: RunSetup, bands: _Bands, wait: bool | int = False) -> None:
+    """Record as done the finished bands whose chunks and pyramids are on disk. ``wait``: ``True`` waits for all
+    of them, a number waits until no more than that many are still in flight."""
+    limit = 0 if wait is True else (len(bands.flushing) if wait is False else int(wait))
+    while bands.flushing and (len(bands.flushing) > limit or bands.flushing[0][0].done()):
         future, finished = bands.flushing.popleft()
         future.result()
         s.record.done_bands.extend(finished)
@@ -207,31 +217,41 @@ def make_loader(s: RunSetup, batches: list[list[int]]):
     return TileLoader(s.reader, s.plan, batches, channels=spec.in_chans, **common)
 
 
-def _host_half(s: RunSetup, bands: _Bands, batch, values: dict):
+def _host_half(s: RunSetup, bands: _Bands, batch, values: dict, ready: torch.cuda.Event | None):
     """Place a batch's values, write the chunks they finish, flush and record finished bands (the writer thread).
-    Returns (the box written, the bands finished, seconds spent, chunks open)."""
-    plan, writer, record = s.plan, s.writer, s.record
+    ``ready``: the event after the values' copies to the host (CUDA). Returns (the box written, the bands
+    finished, seconds spent, chunks open)."""
+    plan, writer, record, timings = s.plan, s.writer, s.record, s.timings
     t0 = time.perf_counter()
+    if ready is not None:
+        ready.synchronize()  # the model's pass and the copies of its values (the GPU runs the next batch meanwhile)
+        timings["host_gpu_wait"] += time.perf_counter() - t0
     written = None
-    for name, box, data in s.stitcher.place(batch, values):
+    t_gpu = time.perf_counter()
+    blocks = s.stitcher.place(batch, values)
+    t_place = time.perf_counter()
+    timings["host_place"] += t_place - t_gpu
+    for name, box, data in blocks:
         if s.roi is not None and name in ("classes", "probabilities"):
             inside = s.roi.mask(box)
             if inside is not None:
                 data = data * (inside if data.ndim == 2 else inside[..., None])
         writer.write_block(name, box, data)
         written = _union(written, box)
+    t_write = time.perf_counter()
+    timings["host_write"] += t_write - t_place
     for t, message in batch.damaged.items():
         record.damaged[t] = {"box": _level0(plan.tiles[t].box, plan.scale).to_list(), "message": message}
     finished = bands.finish_tiles(batch.tiles)
     if finished:
-        # Their chunks are on disk: the followers may read them, the pyramids follow in a background thread
-        # (off this thread's path), and the record says "done" once they are built too (_record_flushed).
-        writer.wait()
+        # Their chunks are queued: the followers may read them now (a read waits for the writes of its chunks);
+        # the pyramids follow in a background thread, and the record says "done" once the band's chunks and
+        # pyramids are on disk (_record_flushed). Nothing here waits for the disk unless the flushes fall behind.
         if s.followers is not None:
             s.followers.rows.advance(s.stitcher.final_rows())
-        _record_flushed(s, bands, wait=True)  # one flush in flight at most: the record lags by one band
         bands.flushing.append((writer.flush_async(final=s.stitcher.final_rows_by_array()), finished))
-    _record_flushed(s, bands)
+    _record_flushed(s, bands, wait=MAX_FLUSHING)
+    timings["host_band_wait"] += time.perf_counter() - t_write
     if s.followers is not None:
         s.followers.check()  # a failed follower stops the loop
     return written, finished, time.perf_counter() - t0, s.stitcher.open_chunks
@@ -256,21 +276,29 @@ def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
         "out_shape": tuple(plan.out_shape),
         "plan": plan,
     }
-    s.timings = {"read_wait": 0.0, "model": 0.0, "stitch_write": 0.0, "write_wait": 0.0}
+    # model: this thread's seconds to queue a batch on the device (on a CPU: to run it). stitch_write: the writer
+    # thread's seconds per batch, split into host_gpu_wait (the GPU finishing the batch and copying its values),
+    # host_place (stitchers), host_write (queueing chunks; waits when the coding threads are behind) and
+    # host_band_wait (finished bands reaching the disk, when more than MAX_FLUSHING are on their way)
+    parts = ("read_wait", "model", "stitch_write", "write_wait")
+    s.timings = dict.fromkeys(parts + ("host_gpu_wait", "host_place", "host_write", "host_band_wait"), 0.0)
     s.tiles_run, s.peak_open = 0, 0
+    step = ModelStep(lm, s.segmentation, s.features, graphs=config.cuda_graphs)
+    step.prepare((config.batch_size, spec.in_chans, s.geom.tile, s.geom.tile))
     loader = make_loader(s, batches)
     s.followers = start_followers(s)  # instances and class regions, band by band beside the loop
     handles["decode"] = s.decode  # what decodes the tiles (make_loader)
     handles["timings"] = s.timings  # live: seconds so far per part of the loop
     yield Progress("plan", 0, total, outputs=dict(handles), message=plan_message(s.stem, plan, lm, s.notes))
-    pending = None  # (future, batch): the host half of the previous batch, running in the writer thread
+    pending: deque = deque()  # (future, batch): host halves of earlier batches, queued to the writer thread
 
-    def settle(quiet: bool = False) -> Iterator[Progress]:
-        """Wait for the pending batch's host half; account for it and yield its events (none when ``quiet``)."""
-        nonlocal pending
-        if pending is None:
-            return
-        (future, done), pending = pending, None
+    def settle(keep: int = 0, quiet: bool = False) -> Iterator[Progress]:
+        """Wait for host halves, oldest first, until at most ``keep`` are pending; account for each and yield its
+        events (none when ``quiet``)."""
+        while len(pending) > keep:
+            yield from settle_one(*pending.popleft(), quiet)
+
+    def settle_one(future, done, quiet: bool) -> Iterator[Progress]:
         t_wait = time.perf_counter()
         written, finished, seconds, open_chunks = future.result()
         s.timings["write_wait"] += time.perf_counter() - t_wait
@@ -282,12 +310,13 @@ def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
             return
         box0 = _level0(written, plan.scale) if written is not None else None
         yield Progress("tiles", s.tiles_run, total, box=box0, outputs=handles)
-        for b in finished:
+        for b in finished:  # stitched, its chunks queued (the record says done once they are on disk)
             box0 = _level0(plan.bands[b].box, plan.scale)
             yield Progress("band", bands.count, len(plan.bands), box=box0, outputs=handles)
 
     # One writer thread places and writes batch i (numpy, zarr, band flushes: host work that would leave the GPU
-    # idle) while this thread reads batch i + 1 and runs the model on it. The writer keeps every write in order.
+    # idle) while this thread reads batch i + 1 and queues the model on it. The writer keeps every write in order;
+    # up to HOST_AHEAD batches wait for it, so neither side stalls the other when one batch takes longer.
     with (
         ThreadPoolExecutor(1, thread_name_prefix="vimscope-write") as host_work,
         contextlib.closing(iter(loader)) as stream,
@@ -309,14 +338,13 @@ def _process(s: RunSetup, cancel: CancelToken | None) -> Iterator[Progress]:
                 break
             t_model = time.perf_counter()
             x = _full_batch(batch.to_device(lm.device, spec.mean, spec.std), config.batch_size)
-            outputs = {k: v[: len(batch.tiles)] for k, v in forward(lm, x, s.segmentation, s.features).items()}
+            outputs = {k: v[: len(batch.tiles)] for k, v in step(x).items()}
             values = s.stitcher.batch_values(batch, outputs)
-            if lm.device.type == "cuda":
-                torch.cuda.synchronize(lm.device)
+            ready = torch.cuda.current_stream(lm.device).record_event() if lm.device.type == "cuda" else None
             s.timings["read_wait"] += t_model - t_read
             s.timings["model"] += time.perf_counter() - t_model
-            yield from settle()
-            pending = (host_work.submit(_host_half, s, bands, batch, values), batch)
+            yield from settle(keep=HOST_AHEAD - 1)
+            pending.append((host_work.submit(_host_half, s, bands, batch, values, ready), batch))
         yield from settle()
         _record_flushed(s, bands, wait=True)
     s.decode = getattr(loader, "decode", s.decode)  # nvjpeg hands over to CPU threads if its colours are wrong

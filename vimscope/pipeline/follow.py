@@ -2,12 +2,12 @@
 
 Both read the stitched maps back in full-width row bands, top to bottom, and only ever need rows that are final.
 So instead of waiting for the last tile they run in their own threads from the start of the loop: a job asks
-``wait_rows(y)`` before it reads rows above ``y`` and blocks until every chunk of the maps there is on disk
-(``FinalRows``, advanced by the writer thread when bands finish; in blend mode a band's last chunk row waits for
-the band below). What they write is what the same steps write after the loop (the same cells, in the same
-order: ids and bytes do not depend on the timing). A resumed run starts them again from the top: the chunks
-written before are final at once. Slides wider than one stripe finish no row before the last stripe starts, so
-there the jobs mostly run after the loop, as before.
+``wait_rows(y)`` before it reads rows above ``y`` and blocks until every chunk of the maps there is written
+(``FinalRows``, advanced by the writer thread when bands finish; a read waits for the writes of its chunks; in
+blend mode a band's last chunk row waits for the band below). What they write is what the same steps write after
+the loop (the same cells, in the same order: ids and bytes do not depend on the timing). A resumed run starts
+them again from the top: the chunks written before are final at once. Slides wider than one stripe finish no row
+before the last stripe starts, so there the jobs mostly run after the loop, as before.
 
 Their work is numpy, scipy, scikit-image and shapely calls that release the GIL for most of their time. An error
 in a job stops the tile loop at its next band; a cancelled or failed loop stops the jobs (``abort``), and each
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 
 class FinalRows:
-    """How far down the output is final: every chunk of the maps above row ``final`` is on disk."""
+    """How far down the output is final: every chunk of the maps above row ``final`` is written (queued to the
+    disk; reads wait for the writes of their chunks)."""
 
     def __init__(self, height: int, final: int) -> None:
         self.height = int(height)
@@ -37,7 +38,7 @@ class FinalRows:
         self._stopped = False
 
     def advance(self, final: int) -> None:
-        """Rows above ``final`` are on disk (the loop's writer wrote and waited for them)."""
+        """Rows above ``final`` are written (the loop's writer handed over their last chunks)."""
         with self._cond:
             self.final = max(self.final, min(int(final), self.height))
             self._cond.notify_all()

@@ -42,10 +42,11 @@ class LoadedModel:
     name: str
     notes: list[str]
 
-    def autocast(self):
-        """Mixed precision on CUDA; plain float32 elsewhere (the CPU reference path)."""
+    def autocast(self, cache: bool = True):
+        """Mixed precision on CUDA; plain float32 elsewhere (the CPU reference path). ``cache=False`` while a CUDA
+        graph is captured: cached weight casts made outside the capture would be freed under it."""
         if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
+            return torch.autocast("cuda", dtype=self.dtype, cache_enabled=cache)
         return contextlib.nullcontext()
 
 

@@ -23,6 +23,7 @@ from vimscope.pipeline.config import PipelineConfig
 from vimscope.pipeline.model import LoadedModel, load_model
 from vimscope.pipeline.record import ResumeRecord, run_key
 from vimscope.pipeline.regions import RegionMask, resolve_region
+from vimscope.pipeline.step import forward
 from vimscope.pipeline.stitching import RunStitcher
 from vimscope.tiling.loader import TileGeometry
 
@@ -54,17 +55,6 @@ def aligned(core: int, chunk: int, target: int) -> int:
     lcm = core * chunk // math.gcd(core, chunk)
     unit = lcm if lcm <= target else core
     return max(unit, (target // unit) * unit)
-
-
-def forward(lm: LoadedModel, x: torch.Tensor, segmentation: bool, features: bool) -> dict:
-    out: dict = {}
-    with torch.inference_mode(), lm.autocast():
-        if segmentation:
-            y = lm.module(x)
-            out.update(y if isinstance(y, dict) else {"logits": y})
-        if features:
-            out["features"] = lm.module.features(x)
-    return out
 
 
 def probe(lm: LoadedModel, tile: int, segmentation: bool, features: bool) -> dict:

@@ -27,6 +27,7 @@ from vimscope.stitch.device import (
     fixed_point_int,
     fixed_point_probabilities,
     host,
+    host_async,
     ops_for,
     placed_segmentation,
 )
@@ -204,28 +205,34 @@ class RunStitcher:
         if damaged:
             p[damaged] = 0
         if crop:
-            return host(placed_segmentation(p, self.probabilities, self.n_classes))
+            return host_async(placed_segmentation(p, self.probabilities, self.n_classes))
         p = fixed_point_int(p)
         return p if self.ops is not NUMPY else host(p)
 
     def add_batch(self, batch: TileBatch, outputs: dict) -> list[tuple[str, Box, np.ndarray]]:
         """Feed one batch; returns finished blocks as (output name, box in output pixels, array)."""
-        return self.place(batch, self.batch_values(batch, outputs))
+        values = self.batch_values(batch, outputs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.place(batch, values)
 
     def batch_values(self, batch: TileBatch, outputs: dict) -> dict:
         """The device half of ``add_batch``: per group, the batch's values as ``place`` takes them (uint8 cores on
-        the host in crop mode). Needs the model's outputs, so it waits for them; reads no assembler state."""
+        the host in crop mode). Reads no assembler state. Host arrays of a CUDA run are filled asynchronously
+        (``host_async``): wait for an event recorded after this call before placing them (``add_batch`` does)."""
         damaged = [i for i, t in enumerate(batch.tiles) if t in batch.damaged]
         values = {}
         if "seg" in self.assemblers:
             values["seg"] = self._seg_values(outputs, damaged)
         if "image" in self.assemblers:
-            values["image"] = batch.pixels.cpu().numpy()  # on the device when the GPU decoded it
+            values["image"] = host_async(batch.pixels)  # on the device when the GPU decoded it
         if "features" in self.assemblers:
             f = channels_last(outputs["features"].float())
             if damaged:
                 f[damaged] = 0
-            values["features"] = host(f.half()) if self.mode == "crop" else (f if self.ops is not NUMPY else host(f))
+            values["features"] = (
+                host_async(f.half()) if self.mode == "crop" else (f if self.ops is not NUMPY else host_async(f))
+            )
         return values
 
     def place(self, batch: TileBatch, values: dict) -> list[tuple[str, Box, np.ndarray]]:

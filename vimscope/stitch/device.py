@@ -110,3 +110,14 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def host(x: torch.Tensor) -> np.ndarray:
     """A tensor as a numpy array on the host (no copy for CPU tensors)."""
     return x.detach().cpu().numpy()
+
+
+def host_async(x: torch.Tensor) -> np.ndarray:
+    """``host`` without waiting for the device: a CUDA tensor is copied into pinned host memory behind the work
+    queued on its stream, so the caller must wait for an event recorded after it before reading the array; the
+    tile loop meanwhile queues the next batch and the GPU never runs dry. CPU tensors as ``host``."""
+    if x.device.type != "cuda":
+        return host(x)
+    out = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    out.copy_(x.detach(), non_blocking=True)
+    return out.numpy()

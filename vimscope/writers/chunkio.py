@@ -12,6 +12,12 @@ in parallel.
 Writes are asynchronous: ``ChunkIO.write`` returns once the chunks are queued (their data copied), an error
 surfaces at the next call that waits (``wait``, ``read``, another write), and a read waits for the writes of the
 chunks it touches. At most ``4 x threads`` chunk writes are pending at a time.
+
+What is written is read back soon: the instance and class-region steps follow the tile loop a band behind, and
+each pyramid level is made from the one below. The last chunks written to losslessly coded arrays stay in memory
+(``cache_bytes``, oldest dropped first), so those reads skip the file and the codec: on an H100 host the threads
+spent a third of their time reading back what they had just written. A JPEG-coded array is always read from its
+file, so a resumed run reads the same pixels as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +34,13 @@ import numpy as np
 
 from vimscope.types import Box
 
-DEFAULT_THREADS = 4
+MAX_THREADS = 8  # coding threads on a large host; half the cores (at least 2) on a smaller one
+CACHE_BYTES = 1 << 30  # chunks kept in memory after they are written (lossless arrays only)
+LOSSY_CODECS = {"imagecodecs_jpeg", "imagecodecs_jpeg2k", "imagecodecs_jpegxl", "imagecodecs_webp", "imagecodecs_avif"}
+
+
+def default_threads() -> int:
+    return max(2, min(MAX_THREADS, (os.cpu_count() or 2) // 2))
 
 
 class ChunkArray:
@@ -45,6 +58,8 @@ class ChunkArray:
         self.lead_chunk = self.chunks[0] if self.lead else 1
         self.cy, self.cx = self.chunks[-2:]
         self._folders: set[Path] = set()  # created already
+        config = compressor.get_config() if hasattr(compressor, "get_config") else {}
+        self.lossless = config.get("id") not in LOSSY_CODECS or bool(config.get("lossless"))
 
     def keys(self, box: Box) -> Iterator[tuple[int, int]]:
         """(row, column) indices of the chunks ``box`` touches."""
@@ -136,12 +151,16 @@ class ChunkIO:
     """A small thread pool that codes and writes chunks of ``ChunkArray``s asynchronously; see the module text.
     Safe to call from several threads (each chunk is written by one of them at a time)."""
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = max(1, int(threads or min(DEFAULT_THREADS, os.cpu_count() or 1)))
+    def __init__(self, threads: int | None = None, cache_bytes: int = CACHE_BYTES) -> None:
+        self.threads = max(1, int(threads or default_threads()))
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[tuple[int, tuple[int, int]], Future] = {}  # the last write of each chunk
         self._order: list[Future] = []  # writes not yet waited for, oldest first
         self._lock = threading.Lock()
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[tuple[ChunkArray, tuple[int, int]], np.ndarray] = OrderedDict()  # oldest first
+        self._cached = 0  # bytes in _cache
+        self.cache_hits = 0
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -162,9 +181,32 @@ class ChunkIO:
                 block = np.array(src, dtype=array.dtype, order="C")  # a copy: the caller may reuse its array
             else:
                 self.wait_keys(array, [key])
-                block = array.load(key)
+                block = self._load(array, key)
                 block[..., part.y - cbox.y : part.y1 - cbox.y, part.x - cbox.x : part.x1 - cbox.x] = src
             self._submit(array, key, block)
+            self._remember(array, key, block)  # never changed after this: the coding thread reads it too
+
+    # the cache of written chunks ----------------------------------------------------------------------------------
+    def _remember(self, array: ChunkArray, key: tuple[int, int], block: np.ndarray) -> None:
+        tag = (array, key)  # the array itself, not its id: an id may be reused once an array is gone
+        with self._lock:
+            old = self._cache.pop(tag, None)
+            self._cached -= old.nbytes if old is not None else 0
+            if not array.lossless or block.nbytes > self.cache_bytes:
+                return
+            self._cache[tag] = block
+            self._cached += block.nbytes
+            while self._cached > self.cache_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached -= dropped.nbytes
+
+    def _load(self, array: ChunkArray, key: tuple[int, int]) -> np.ndarray:
+        """One chunk as ``ChunkArray.load`` gives it (a private copy), from the cache when it is there."""
+        with self._lock:
+            block = self._cache.get((array, key))
+            if block is not None:
+                self.cache_hits += 1
+        return block.copy() if block is not None else array.load(key)
 
     def _submit(self, array: ChunkArray, key: tuple[int, int], block: np.ndarray) -> None:
         tag = (id(array), key)
@@ -223,7 +265,7 @@ class ChunkIO:
         def fill(key):
             cbox = array.chunk_box(key)
             part = cbox.intersect(box)
-            chunk = array.load(key)
+            chunk = self._load(array, key)
             out[..., part.y - box.y : part.y1 - box.y, part.x - box.x : part.x1 - box.x] = chunk[
                 ..., part.y - cbox.y : part.y1 - cbox.y, part.x - cbox.x : part.x1 - cbox.x
             ]
@@ -242,5 +284,7 @@ class ChunkIO:
         finally:
             with self._lock:
                 pool, self._pool = self._pool, None
+                self._cache.clear()
+                self._cached = 0
             if pool is not None:
                 pool.shutdown(wait=True)

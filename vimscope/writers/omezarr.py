@@ -165,7 +165,8 @@ class OmeZarrWriter:
     def _plan_groups(self, image_channels, probabilities, features, stride, instances, codec, quality):
         import numcodecs
 
-        lossless = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+        # zstd level 1: on model maps 2-2.5x faster to code than level 3 for 15-20 % more bytes
+        lossless = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
         shapes = level_shapes(self.out_shape, self.levels)
         label_root = "labels/" if self.image else ""
         groups = {}
