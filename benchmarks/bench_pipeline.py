@@ -19,11 +19,14 @@ Every rate is output megapixels per second: the processing-resolution area of th
   random weights).
 - host-alone: the real pipeline with a model of the default model's IO contract that computes nothing (its maps
   are the input's channels): the ceiling of stitching, writing and the loop itself.
-- end-to-end: ``vimscope.pipeline.iter_run`` into a fresh folder with decode=cpu and decode=gpu. ``tiles`` counts
-  from the plan event to the last tile event (the goal's measure); runs longer than their share of ``--budget-s``
-  stop there and report the rate so far. ``run`` (call to done: tissue mask, pyramids, nuclei, GeoJSON) for the
-  ``demo`` runs, which finish quickly. ``loop_s``: the pipeline's own split of the tile loop (read_wait, model,
-  stitch_write in the writer thread, write_wait: the model thread waiting for the writer).
+- end-to-end: ``vimscope.pipeline.iter_run`` into a fresh folder, one run per ``--e2e`` name: ``gpu``
+  (decode=gpu, the default pipeline on a GPU), ``cpu`` (decode=cpu: the reader decodes), ``gpu-eager`` (no CUDA
+  graph), ``gpu-after`` (instances and class regions after the loop instead of beside it: what they cost the
+  loop), ``gpu-full`` (also the rest of the run), ``gpu-profile`` (a stack sampler over every thread: where each
+  thread's wall time goes). ``tiles`` counts from the plan event to the last tile event (the goal's measure); runs
+  longer than their share of ``--budget-s`` stop there and report the rate so far. ``run`` (call to done: tissue
+  mask, pyramids, nuclei, GeoJSON) for ``gpu-full`` and the ``demo`` runs. ``loop_s``: the pipeline's own split of
+  the tile loop (see ``pipeline.engine``); ``thread_cpu_s``: CPU seconds per thread group over the run.
 
 Goal: end-to-end >= 90% of min(model-alone, decode-alone of the path the run used). GPU busy fraction: nvidia-smi
 every 100 ms during each end-to-end run (``bench_batch.GpuSampler``). Host peak RSS: VmHWM, reset per phase.
@@ -43,6 +46,7 @@ import platform
 import resource
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +89,124 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class ThreadCpu:
+    """CPU seconds per thread of this process over a window, grouped by thread name (``vimscope-write``, the
+    main thread, ``vimscope-jpeg``, native threads by their kernel name): where the host's cores go in a run.
+    Sampled every ``interval`` s from /proc/self/task, so threads that end mid-run still count up to their last
+    sample."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = None
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _sample(self) -> None:
+        py = {t.native_id: t.name for t in threading.enumerate()}
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                tid = int(task.name)
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+                if tid not in self.names:
+                    self.names[tid] = py.get(tid) or (task / "comm").read_text().strip()
+                self.first.setdefault(tid, cpu if self._thread is None else 0.0)
+                self.last[tid] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        if Path("/proc/self/task").is_dir():
+            self._sample()
+            self._thread = threading.Thread(target=self._run, daemon=True, name="bench-threadcpu")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+    def by_group(self) -> dict[str, float]:
+        """CPU seconds per thread-name group (trailing worker numbers dropped), largest first."""
+        out: dict[str, float] = {}
+        for tid, cpu in self.last.items():
+            name = self.names.get(tid, "?")
+            if name == "bench-threadcpu":
+                continue
+            group = name.rstrip("0123456789").rstrip("_-") or name
+            out[group] = out.get(group, 0.0) + cpu - self.first.get(tid, 0.0)
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
+class StackSampler:
+    """A sampling profiler that works with every Python (cProfile allows one active profiler per process from 3.12):
+    every ``interval`` s the innermost frame of each thread, counted per thread group and function, and the
+    innermost ``vimscope`` frame under it (what in our code asked for the work). Samples are taken when this thread
+    gets the GIL, so threads blocked in C (codecs, I/O) are seen in the
+    call that blocks; idle threads (waiting for work) are left out."""
+
+    WAITING = {"result", "exception", "wait_rows", "put", "_run_once"}  # callers of a wait: also idle
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.leaf: dict[tuple[str, str], int] = {}
+        self.ours: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-sampler")
+
+    @staticmethod
+    def _where(frame) -> str:
+        code = frame.f_code
+        return f"{Path(code.co_filename).name}:{code.co_name}"
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.wait(self.interval):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                f = frame
+                while f is not None and f.f_code.co_name in ("wait", "get", "_wait_for_tstate_lock", "select"):
+                    f = f.f_back  # a thread waiting for work (or for rows, or a future) is idle
+                if f is None or f.f_code.co_name == "_worker" or f.f_code.co_name in self.WAITING:
+                    continue
+                group = names.get(ident, "?").rstrip("0123456789").rstrip("_-")
+                leaf = self._where(frame)
+                if group.startswith("bench-"):
+                    continue
+                key = (group, leaf)
+                self.leaf[key] = self.leaf.get(key, 0) + 1
+                f = frame
+                while f is not None and "vimscope" not in f.f_code.co_filename:
+                    f = f.f_back
+                if f is not None:
+                    key = (group, f"{self._where(f)}:{f.f_lineno}")
+                    self.ours[key] = self.ours.get(key, 0) + 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def table(self, top: int = 40) -> dict:
+        def rows(counts):
+            ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+            return [f"{n * self.interval:8.2f} s  {g}  {w}" for (g, w), n in ranked]
+
+        return {"leaf": rows(self.leaf), "ours": rows(self.ours)}
 
 
 def sync(device: torch.device) -> None:
@@ -221,9 +343,9 @@ def raw_decode(reader, plan, device, workers, cap) -> dict:
 
 
 # --- model-alone -----------------------------------------------------------------------------------------------
-def model_alone(module, spec, device, batch_size, cap, precision="auto") -> dict:
+def model_alone(module, spec, device, batch_size, cap, precision="auto", graphs=True) -> dict:
     from vimscope.pipeline.model import LoadedModel, resolve_dtype
-    from vimscope.pipeline.setup import forward
+    from vimscope.pipeline.step import ModelStep
     from vimscope.tiling.loader import TileBatch
 
     dtype = resolve_dtype(precision, device)
@@ -233,8 +355,10 @@ def model_alone(module, spec, device, batch_size, cap, precision="auto") -> dict
     pixels = torch.randint(0, 256, (batch_size, tile, tile, 3), dtype=torch.uint8, generator=gen).to(device)
     batch = TileBatch(list(range(batch_size)), pixels, [Box(0, 0, tile, tile)] * batch_size)
 
+    model_step = ModelStep(lm, True, False, graphs=graphs)  # as the tile loop runs it
+
     def step():
-        forward(lm, batch.to_device(device, spec.mean, spec.std), True, False)
+        model_step(batch.to_device(device, spec.mean, spec.std))
 
     t_warm = time.perf_counter()
     for _ in range(3):  # kernels compiled and autotuned here
@@ -256,6 +380,7 @@ def model_alone(module, spec, device, batch_size, cap, precision="auto") -> dict
         "halo": spec.halo,
         "batch": batch_size,
         "dtype": str(dtype).replace("torch.", ""),
+        "cuda_graph": model_step.replays > 0,
         "mpx_s": mpx(n * batch_size * core * core, seconds),
         "tiles_s": round(n * batch_size / seconds, 1),
         "ms_per_batch": round(1e3 * seconds / n, 2),
@@ -289,6 +414,38 @@ class NullModel(torch.nn.Module):
 
 
 # --- end-to-end ------------------------------------------------------------------------------------------------
+E2E_VARIANTS = {  # --e2e names -> config changes; see the module text
+    "gpu": {"decode": "gpu"},
+    "cpu": {"decode": "cpu"},
+    "gpu-eager": {"decode": "gpu", "cuda_graphs": False},
+    "gpu-after": {"decode": "gpu"},
+    "gpu-full": {"decode": "gpu"},
+    "gpu-profile": {"decode": "gpu"},
+}
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield None
+
+
+@contextlib.contextmanager
+def followers_after_loop(on: bool):
+    """With ``on``, the jobs that follow the loop (instances, class regions) are not started beside it: the finish
+    step runs them after the last tile, so the loop's rate shows what they cost it."""
+    if not on:
+        yield
+        return
+    from vimscope.pipeline import follow
+
+    start = follow.Followers.start
+    follow.Followers.start = lambda self, name, fn: None
+    try:
+        yield
+    finally:
+        follow.Followers.start = start
+
+
 def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool, model=None) -> dict:
     """One run of the real pipeline; stops after the last tile (or at ``cap`` s of tiles) unless ``finish``."""
     from vimscope.pipeline import iter_run
@@ -301,7 +458,7 @@ def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool
     t_call = time.perf_counter()
     t_plan = t_tile = None
     w_plan = w_tile = None
-    with GpuSampler() as sampler:
+    with GpuSampler() as sampler, ThreadCpu() as threads:
         gen = iter_run(slide, config, out=out, model=model)
         with contextlib.closing(gen):
             for ev in gen:
@@ -336,6 +493,7 @@ def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool
         mpx_s=mpx(core_area(plan, order), seconds),
         setup_s=round(t_plan - t_call, 2),
         gpu_busy=sampler.busy(w_plan, w_tile),
+        thread_cpu_s=threads.by_group(),
     )
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -394,6 +552,25 @@ def table(doc: dict) -> str:
             f"{run_cell('cpu')} | {run_cell('gpu')} | {_f(e.get('gpu_decode_gain'))} | {busy('cpu')} / {busy('gpu')} "
             f"| {rss} |"
         )
+    lines += [
+        "",
+        "| slide | run | loop Mpx/s (ratio) | whole run Mpx/s | GPU busy | writer thread s: GPU wait / place / queue "
+        "chunks / band wait | main thread s: model / waiting for the writer |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, e in doc["slides"].items():
+        for k, r in e.get("end_to_end", {}).items():
+            if "mpx_s" not in r:
+                continue
+            loop = r.get("loop_s", {})
+            writer = " / ".join(
+                _f(loop.get(p)) for p in ("host_gpu_wait", "host_place", "host_write", "host_band_wait")
+            )
+            busy = "/".join(f"{v:.0%}" for v in (r.get("gpu_busy") or {}).values()) or "-"
+            lines.append(
+                f"| {name} | {k} ({r.get('decode')}) | {r['mpx_s']} ({r.get('ratio', '-')}) | {_f(r.get('run_mpx_s'))} "
+                f"| {busy} | {writer} | {_f(loop.get('model'))} / {_f(loop.get('write_wait'))} |"
+            )
     lines.append("")
     lines.append(
         "Rates in output Mpx/s (tile cores at the processing resolution); ratio = end-to-end / "
@@ -425,6 +602,9 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=240.0, help="the whole run ends within about this")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vimscope-bench-pipeline"))
     ap.add_argument("--out", type=Path, default=None, help="JSON (default benchmarks/results/pipeline-<date>.json)")
+    ap.add_argument("--slides", default="synthetic,demo,demo@native", help="which slides (comma-separated)")
+    ap.add_argument("--e2e", default="gpu,cpu", help=f"end-to-end runs, of: {', '.join(E2E_VARIANTS)}")
+    ap.add_argument("--eager", action="store_true", help="model-alone also without CUDA graphs")
     args = ap.parse_args()
 
     clock = Clock(args.budget_s)
@@ -445,7 +625,10 @@ def main() -> int:
         "model_alone": {},
         "slides": {},
     }
-    todo = slides(args, args.workdir)
+    for variant in args.e2e.split(","):
+        if variant not in E2E_VARIANTS:
+            ap.error(f"unknown --e2e run {variant!r}")
+    todo = {k: v for k, v in slides(args, args.workdir).items() if k in args.slides.split(",")}
 
     # model-alone: slide-independent, measured once
     from vimscope.models import create_model
@@ -466,6 +649,9 @@ def main() -> int:
             f"{doc['model_alone'].get('unet', {}).get('mpx_s')} Mpx/s",
             flush=True,
         )
+    if args.eager and device.type == "cuda":
+        doc["model_alone"]["eager"] = model_alone(module, spec, device, batch_size, clock.cap(0.03, 1.0), graphs=False)
+        print(f"  eager: {doc['model_alone']['eager'].get('mpx_s')} Mpx/s", flush=True)
     del module
     model_mpx = doc["model_alone"]["default"]["mpx_s"]
 
@@ -510,19 +696,26 @@ def main() -> int:
                 model=NullModel(spec),
             )
             print(f"  host-alone: {entry['host_alone']}", flush=True)
-        for dec in ("gpu", "cpu"):
+        for variant in args.e2e.split(","):
             if clock.left < 10:
-                entry["end_to_end"][dec] = {"skipped": "budget spent"}
+                entry["end_to_end"][variant] = {"skipped": "budget spent"}
                 continue
-            r = end_to_end(
-                s["path"],
-                {**cfg, "decode": dec},
-                args.workdir / f"out-{dec}",
-                min(0.25 * share, clock.left / 3),
-                finish=finish,
-            )
-            entry["end_to_end"][dec] = r
-            print(f"  end-to-end decode={dec}: {r}", flush=True)
+            profiling = variant.endswith("-profile")
+            with (
+                followers_after_loop("-after" in variant),
+                StackSampler() if profiling else _nothing() as prof,
+            ):
+                r = end_to_end(
+                    s["path"],
+                    {**cfg, **E2E_VARIANTS[variant]},
+                    args.workdir / f"out-{variant}",
+                    min(0.25 * share, clock.left / 3),
+                    finish=finish or variant.endswith("-full"),
+                )
+            if profiling:  # where each thread spends its time, sampled (wall seconds, waiting included)
+                r["samples"] = prof.table()
+            entry["end_to_end"][variant] = r
+            print(f"  end-to-end {variant}: {r}", flush=True)
         ratios(entry, model_mpx)
 
     doc["seconds"] = round(time.perf_counter() - clock.t0, 1)
