@@ -249,10 +249,13 @@ def test_resume_keeps_written_bands_and_rejects_other_layouts(tmp_path):
     leftover = first.partial_path / "labels" / "classes" / "0" / "3" / "0.4242-17.partial"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a chunk")
+    record_tmp = first.partial_path / "..vimscope_resume.json.4242.tmp"  # killed while saving the resume record
+    record_tmp.write_bytes(b'{"done_ba')
     del first
     again = write_store(path, bands={2}, features=False, resume=True)
     assert again.resumed and again.done() == {"band-0", "band-1", "band-2"}
     assert not leftover.exists() and not list(path.parent.rglob("*.partial*/**/*.partial"))
+    assert not record_tmp.exists()
     _, cls, _, _ = synthetic()
     np.testing.assert_array_equal(np.asarray(again.array("classes")), cls)
     # a different layout (here: chunk size) starts over instead of mixing two runs

@@ -70,10 +70,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_atomic_temp(name: str) -> bool:
+    """Is ``name`` the temporary file of an ``atomic_write_bytes`` (left behind when its process was killed)?"""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # is_atomic_temp knows this pattern
     try:
         with output_errors(path):
             with open(tmp, "wb") as f:

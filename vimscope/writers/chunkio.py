@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vimscope.types import Box
+from vimscope.writers.atomic import is_atomic_temp
 
 MAX_THREADS = 8  # coding threads on a large host; half the cores (at least 2) on a smaller one
 CACHE_BYTES = 1 << 30  # chunks kept in memory after they are written (lossless arrays only)
@@ -137,13 +138,15 @@ def _put(path: Path, data) -> None:
 
 
 def remove_partials(root: Path) -> int:
-    """Delete the temporary chunk files (``*.partial``) a killed writer left under ``root``; how many. Call it only
-    while no other process writes there (a resumed run, before its first write)."""
+    """Delete the temporary files a killed writer left under ``root`` (chunks: ``*.partial``; metadata and the
+    resume record: ``atomic_write_bytes``'s); how many. Call it only while no other process writes there (a
+    resumed run, before its first write)."""
     removed = 0
-    for f in Path(root).rglob("*.partial"):
-        if f.is_file():
-            f.unlink(missing_ok=True)
-            removed += 1
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".partial") or is_atomic_temp(name):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
