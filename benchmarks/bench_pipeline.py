@@ -22,7 +22,8 @@ Every rate is output megapixels per second: the processing-resolution area of th
 - end-to-end: ``vimscope.pipeline.iter_run`` into a fresh folder, one run per ``--e2e`` name: ``gpu``
   (decode=gpu, the default pipeline on a GPU), ``cpu`` (decode=cpu: the reader decodes), ``gpu-eager`` (no CUDA
   graph), ``gpu-after`` (instances and class regions after the loop instead of beside it: what they cost the
-  loop), ``gpu-full`` (also the rest of the run), ``gpu-profile`` (a stack sampler over every thread: where each
+  loop), ``gpu-window`` (tile windows assembled one by one, not a batch row at a time), ``gpu-full`` (also the
+  rest of the run), ``gpu-profile`` (a stack sampler over every thread: where each
   thread's wall time goes). ``tiles`` counts from the plan event to the last tile event (the goal's measure); runs
   longer than their share of ``--budget-s`` stop there and report the rate so far. ``run`` (call to done: tissue
   mask, pyramids, nuclei, GeoJSON) for ``gpu-full`` and the ``demo`` runs. ``loop_s``: the pipeline's own split of
@@ -421,12 +422,27 @@ E2E_VARIANTS = {  # --e2e names -> config changes; see the module text
     "gpu-after": {"decode": "gpu"},
     "gpu-full": {"decode": "gpu"},
     "gpu-profile": {"decode": "gpu"},
+    "gpu-window": {"decode": "gpu"},
 }
 
 
 @contextlib.contextmanager
 def _nothing():
     yield None
+
+
+@contextlib.contextmanager
+def windows_one_by_one(on: bool):
+    """With ``on``, the GPU decode path assembles each tile window on its own (``assemble_window``) instead of a
+    batch row at a time: what the row gather saves the loop."""
+    from vimscope.tiling.jpegloader import JpegTileLoader
+
+    before = JpegTileLoader.gather_rows
+    JpegTileLoader.gather_rows = not on
+    try:
+        yield
+    finally:
+        JpegTileLoader.gather_rows = before
 
 
 @contextlib.contextmanager
@@ -703,6 +719,7 @@ def main() -> int:
             profiling = variant.endswith("-profile")
             with (
                 followers_after_loop("-after" in variant),
+                windows_one_by_one(variant.endswith("-window")),
                 StackSampler() if profiling else _nothing() as prof,
             ):
                 r = end_to_end(

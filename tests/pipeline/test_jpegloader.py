@@ -17,7 +17,15 @@ from tests.pipeline.helpers import read_store
 from tests.pipeline.test_loader import _plan, make_reader
 from vimscope.io import open_slide
 from vimscope.io.jpegtiles import JpegLevel, jpeg_level
-from vimscope.tiling.jpegloader import CpuDecoder, JpegTileLoader, assemble_window, psnr, window_map
+from vimscope.tiling.jpegloader import (
+    CpuDecoder,
+    JpegTileLoader,
+    WindowMap,
+    assemble_row,
+    assemble_window,
+    psnr,
+    window_map,
+)
 from vimscope.tiling.loader import TileGeometry, TileLoader, batches_in_order, read_window
 from vimscope.types import Box
 
@@ -53,6 +61,21 @@ def test_windows_assembled_from_tiles_are_read_window(pad, short):
         out = torch.full((40, 40, 3), 1, dtype=torch.uint8)
         assemble_window(out, window_map(win, (83, 101), (101 - short, 83 - short), pad), level, tiles, value=9)
         assert np.array_equal(out.numpy(), want), win
+
+
+def test_a_row_of_windows_gathered_at_once_equals_window_by_window():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    level, tiles = _split(img, (32, 24))
+    xs = [3, 40, 41, 150, 212]  # overlapping, apart, up to the right edge (212 + 48 = 260)
+    srcs = [Box(x, 70, 48, 48) for x in xs]
+    want = torch.zeros((7, 48, 48, 3), dtype=torch.uint8)
+    for i, b in zip((0, 2, 3, 5, 6), srcs):
+        assemble_window(want[i], WindowMap(b, b), level, tiles)
+    got = torch.zeros_like(want)
+    assemble_row(got, (0, 2, 3, 5, 6), srcs, level, tiles)
+    assert torch.equal(got, want) and not got[[1, 4]].any()  # the other slots untouched
+    assert torch.equal(got[6], torch.from_numpy(img[70:118, 212:260]))
 
 
 @pytest.fixture(scope="module")

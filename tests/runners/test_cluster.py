@@ -93,6 +93,12 @@ def test_cluster_batch_records_the_corrupt_slide_survives_a_killed_worker_and_re
     assert {n: s["attempts"] for n, s in again.items()} == {n: s["attempts"] for n, s in st.items()}
     assert {n: store_digest(out, n) for n in done} == before
     assert json.loads((out / "report.json").read_text())["this_run"] == {"skipped": 6}
+    # the workers that ran slides stopped dask's stack sampler (a CPython 3.11 deadlock: cluster._stop_stack_sampling)
+    from distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        sampling = client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].is_running())
+    assert sampling and not all(sampling.values()), sampling  # (a worker restarted after the kill may have run none)
 
 
 def test_cluster_whose_workers_do_not_see_the_output_folder_is_refused(tmp_path, monkeypatch, capsys):

@@ -203,10 +203,28 @@ class ClusterExecutor:
         return Outcome(task.name, "failed", reason)
 
 
+def _stop_stack_sampling() -> None:
+    """Stop the dask worker's profiler, which calls ``sys._current_frames()`` every 10 ms: on CPython 3.11 a garbage
+    collection inside that call can deadlock the whole process (python/cpython#106883). Seen here: a worker running
+    a slide (a dozen threads) froze with its event loop inside ``trigger_profile`` and every other thread waiting
+    for the GIL, silent until the scheduler's TTL killed it. The profile only feeds dask's dashboard."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return  # not inside a worker
+    for name in ("profile", "profile-cycle"):
+        callback = worker.periodic_callbacks.get(name)
+        if callback is not None:
+            worker.loop.add_callback(callback.stop)  # on the worker's event loop, which owns the callback
+
+
 def execute_task(task: SlideTask, cancel_event: str) -> Outcome:
     """The dask task: run one slide; a set ``cancel_event`` (the batch was cancelled) cancels it."""
     token = CancelToken()
     done = threading.Event()
+    _stop_stack_sampling()
     try:
         from distributed import Event, get_client
 

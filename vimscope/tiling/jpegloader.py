@@ -112,6 +112,30 @@ def assemble_window(
     region.copy_(dst.index_select(0, ri).index_select(1, ci))
 
 
+def assemble_row(
+    out: torch.Tensor, slots: Sequence[int], srcs: Sequence[Box], level: JpegLevel, tiles: Mapping[int, torch.Tensor]
+) -> None:
+    """Write windows that lie inside the level and share their top row (``srcs``, one batch row of tiles) into
+    ``out[slots]`` ((B, T, T, C)): each decoded tile is copied once into a strip, and the windows are cut from it in
+    one gather. A batch of 32 windows takes ~20 device calls instead of ~130 (``assemble_window`` per window): the
+    thread that does this shares the GIL with the tile loop, and on a GPU host its Python calls slowed the loop."""
+    y0, h = srcs[0].y, srcs[0].h
+    x0, x1 = min(b.x for b in srcs), max(b.x1 for b in srcs)
+    strip = torch.empty((out.shape[-1], h, x1 - x0), dtype=out.dtype, device=out.device)
+    span = Box(x0, y0, x1 - x0, h)
+    needed = sorted({k for b in srcs for k in level.tiles_in(b)})  # parts of the strip no window reads stay unset
+    for index in needed:
+        tb = level.tile_box(index)
+        part = tb.intersect(span)
+        strip[:, part.y - y0 : part.y1 - y0, part.x - x0 : part.x1 - x0] = tiles[index][
+            :, part.y - tb.y : part.y1 - tb.y, part.x - tb.x : part.x1 - tb.x
+        ]
+    w = srcs[0].w
+    cols = torch.tensor([b.x - x0 for b in srcs], device=out.device)[:, None] + torch.arange(w, device=out.device)
+    windows = strip[:, :, cols].permute(2, 1, 3, 0)  # (C, h, n, w) -> (n, h, w, C)
+    out[torch.tensor(list(slots), device=out.device)] = windows
+
+
 # decoders ------------------------------------------------------------------------------------------------------
 def decode_cpu(data: bytes) -> np.ndarray:
     """(H, W, 3) uint8 of one standalone JPEG stream: imagecodecs (tifffile's libjpeg-turbo), else Pillow."""
@@ -265,6 +289,8 @@ class JpegTileLoader:
     """Iterate ``batches`` (lists of tile indices of ``plan``) as TileBatch with pixels on ``device``, from the JPEG
     tiles of ``level`` (the plan's read level, not resampled). The same contract as ``loader.TileLoader``."""
 
+    gather_rows = True  # windows with nothing to pad are cut a batch row at a time (``assemble_row``)
+
     def __init__(
         self,
         level: JpegLevel,
@@ -339,14 +365,19 @@ class JpegTileLoader:
         tiles = self.batches[b]
         pixels = torch.empty((len(tiles), self.tile, self.tile, 3), dtype=torch.uint8, device=self.device)
         damaged = {}
+        rows: dict[int, list[tuple[int, Box]]] = {}  # windows with nothing to pad, by their top row
         for i, t in enumerate(tiles):
             m = self.maps[t]
             problems = [cache[k] for k in self.level.tiles_in(m.src) if isinstance(cache[k], str)]
             if problems:
                 pixels[i].fill_(self.damaged_value)
                 damaged[t] = self._damage(m, problems)
+            elif m.rows is None and self.gather_rows:
+                rows.setdefault(m.src.y, []).append((i, m.src))
             else:
                 assemble_window(pixels[i], m, self.level, cache, self.pad_value)
+        for row in rows.values():
+            assemble_row(pixels, [i for i, _ in row], [src for _, src in row], self.level, cache)
         return TileBatch(tiles=tiles, pixels=pixels, windows=[self.maps[t].window for t in tiles], damaged=damaged)
 
     def _produce(self, fd: int, pool: ThreadPoolExecutor, ready: queue.Queue, stop: threading.Event) -> None:
