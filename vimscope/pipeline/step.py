@@ -36,9 +36,9 @@ def forward(lm: LoadedModel, x: torch.Tensor, segmentation: bool, features: bool
 class ModelStep:
     """``step(x) -> outputs`` for the tile loop; with ``graphs`` (CUDA only) the pass is a CUDA graph replay.
 
-    The graph is captured at the first batch of each shape, after two eager warm-up passes on a side stream (Triton
-    compiles and picks its launches there). Outputs are copies: the graph's own buffers are rewritten by the next
-    replay while the writer thread may still hold the previous batch's values.
+    The graph is captured before the loop (``prepare``) or at the first batch of a new shape, after two eager
+    warm-up passes on a side stream (Triton compiles and picks its launches there). Outputs are copies: the graph's
+    own buffers are rewritten by the next replay while the writer thread may still hold the previous batch's values.
     """
 
     WARMUP = 2
@@ -51,29 +51,31 @@ class ModelStep:
 
     def prepare(self, shape: tuple[int, ...]) -> None:
         """Capture the graph for batches of ``shape`` now, on a blank batch (before the loader's threads start)."""
-        if self.graphs and (tuple(shape), torch.float32) not in self._graphs:
-            entry = self._capture(torch.zeros(shape, device=self.lm.device))
-            if entry is not None:
-                self._graphs[(tuple(shape), torch.float32)] = entry
+        if self.graphs:
+            self._entry(torch.zeros(shape, device=self.lm.device))
 
     def eager(self, x: torch.Tensor) -> dict:
         return forward(self.lm, x, self.segmentation, self.features)
 
     def __call__(self, x: torch.Tensor) -> dict:
-        if not self.graphs:
-            return self.eager(x)
-        key = (tuple(x.shape), x.dtype)
-        entry = self._graphs.get(key)
+        entry = self._entry(x) if self.graphs else None
         if entry is None:
-            entry = self._capture(x)
-            if entry is None:
-                return self.eager(x)
-            self._graphs[key] = entry
+            return self.eager(x)
         graph, static_x, static_out = entry
         static_x.copy_(x)
         graph.replay()
         self.replays += 1
         return {k: v.clone() for k, v in static_out.items()}
+
+    def _entry(self, x: torch.Tensor):
+        """The graph for batches like ``x`` (captured on ``x`` the first time); None if it cannot be captured."""
+        key = (tuple(x.shape), x.dtype)
+        if key not in self._graphs:
+            entry = self._capture(x)
+            if entry is None:
+                return None
+            self._graphs[key] = entry
+        return self._graphs[key]
 
     def _capture(self, x: torch.Tensor):
         static_x = x.clone()
