@@ -143,11 +143,8 @@ def main() -> int:
     args = p.parse_args()
 
     from bench_batch import make_slide
+    from run_probes import followers_after_loop
 
-    if args.after_loop:
-        from vimscope.pipeline import follow
-
-        follow.Followers.start = lambda self, name, fn: None  # no jobs beside the loop: finish runs them
     args.workdir.mkdir(parents=True, exist_ok=True)
     slide = args.workdir / f"host-{args.size}.tif"
     if not slide.exists():
@@ -157,9 +154,10 @@ def main() -> int:
     runs = []
     prof = None
     for i in range(args.repeat):
-        result, wall, cpu, prof_i = run_once(
-            slide, args.workdir / "out", args.batch_size, not args.no_profile and i == 0
-        )
+        with followers_after_loop(args.after_loop):  # no jobs beside the loop: finish runs them
+            result, wall, cpu, prof_i = run_once(
+                slide, args.workdir / "out", args.batch_size, not args.no_profile and i == 0
+            )
         prof = prof or prof_i
         s = result.summary
         runs.append(
