@@ -75,11 +75,19 @@ class DamagedTileError(VimscopeError):
 
     exit_code = 11
 
-    def __init__(self, message: str, box=None, level: int = 0, tiles=None):
+    def __init__(self, message: str, box=None, level: int = 0, tiles=None, reason: str | None = None):
         super().__init__(message)
         self.box = box
         self.level = level
         self.tiles = list(tiles or [])  # the damaged native tiles (boxes in level pixels), when the reader knows
+        self.reason = reason or message  # the decoder's complaint alone, without path and box
+
+
+class DecodeLimitError(VimscopeError):
+    """A tile, strip or chunk would decode to more bytes than the limit (``max_decoded_mb``): a decompression bomb,
+    or a file laid out in pieces too big to read one at a time. Refused before anything is allocated."""
+
+    exit_code = 23
 
 
 class BatchFailedError(VimscopeError):

@@ -6,7 +6,7 @@ Importing this package imports neither napari nor Qt; the contributions load the
 
 from __future__ import annotations
 
-from vimscope._lazy import lazy_exports
+import importlib
 
 _LAZY = {
     "napari_get_reader": "vimscope_napari._reader",
@@ -18,10 +18,16 @@ _LAZY = {
     "write_shapes_geojson": "vimscope_napari._writer",
     "demo_slide": "vimscope_napari._sample_data",
     "synthetic_slide": "vimscope_napari._sample_data",
-    "write_synthetic_slide": "vimscope_napari._synthetic",
 }
 
 __all__ = sorted(_LAZY)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+def __getattr__(name: str):  # PEP 562: a contribution's module loads when it is first asked for
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -77,7 +77,7 @@ class LiveLabels:
     """A labels pyramid over a zarr class map under construction; ``update(box, block)`` fills a written block in."""
 
     def __init__(self, array, *, in_memory_side: int = IN_MEMORY_SIDE, chunk: int | None = None):
-        from vimscope.writers.pyramid import default_levels
+        from vimscope.writers import default_levels
 
         self.base = _as_2d(array)
         height, width = self.base.shape

@@ -223,10 +223,8 @@ def labels_data(levels: list, kwargs: dict) -> tuple:
 
 
 def register_codecs() -> None:
-    """The image copy is JPEG-coded with imagecodecs; make numcodecs know it before dask opens the arrays."""
-    try:
-        from vimscope.writers.omezarr import register_codecs as register
+    """An image copy written with the JPEG opt-in (or by vimscope versions that wrote JPEG by default) needs
+    imagecodecs' codec in numcodecs before dask opens the arrays; Blosc-coded stores need nothing."""
+    from vimscope.io import register_jpeg_codec
 
-        register()
-    except Exception:  # pragma: no cover - only the image copy needs it; labels still open
-        pass
+    register_jpeg_codec()

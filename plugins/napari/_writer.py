@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from vimscope.errors import OutputError
-from vimscope.types import Box
 
 MAX_GEOJSON_PIXELS = 200_000_000  # polygonising more at once is a job for `vimscope segment --outputs geojson`
-CHUNK = 512
 NGFF_UNITS = {"micrometer", "millimeter", "nanometer", "meter", "kilometer", "centimeter", "foot", "inch"}
 
 
@@ -68,13 +66,6 @@ def _level0(data):
     return data
 
 
-def _label_dtype(dtype) -> str:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "b" or dtype.itemsize == 1:
-        return "uint8"
-    return "uint16" if dtype.itemsize == 2 else "uint32"
-
-
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "labels"
 
@@ -100,108 +91,39 @@ def _classes(meta: dict, info: dict, values) -> list[dict]:
 
 # ---- OME-Zarr labels -----------------------------------------------------------------------------------------------
 def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
-    """Write a labels layer as NGFF 0.4 labels (``labels/<name>``, 2x mode pyramid, colours) in a zarr v2 store."""
-    import zarr
-
-    from vimscope.writers import ngff
-    from vimscope.writers.atomic import commit_path, output_errors, partial_path, remove_tree
-    from vimscope.writers.pyramid import build_region, default_levels, downsample_mode, level_shapes
+    """Write a labels layer as NGFF 0.4 labels (``labels/<name>``, 2x mode pyramid, colours) with vimscope's
+    labels writer; the layer's scale, translation and unit place it, the run's classes (or its colormap) name it."""
+    from vimscope.writers import write_labels
 
     final = Path(path)
     if not final.name.endswith(".zarr"):
         final = final.with_name(final.name + ".ome.zarr")
-    partial = partial_path(final)
-    level0 = _level0(data)
-    shape = tuple(int(s) for s in level0.shape)
-    dtype = _label_dtype(level0.dtype)
     info = reference(meta)
-    name = _safe_name(str(meta.get("name", "labels")))
-    shapes = level_shapes(shape, default_levels(shape, CHUNK))
-    scale = [float(s) for s in np.asarray(meta.get("scale", [1.0, 1.0]), float)[-2:]]
-    translate = [float(t) for t in np.asarray(meta.get("translate", [0.0, 0.0]), float)[-2:]]
     unit = _unit(meta, info)
-
-    with output_errors(final, partial):
-        if partial.exists():
-            remove_tree(partial)
-        root = zarr.open_group(str(partial), mode="w", zarr_format=2)
-        arrays = [
-            root.create_array(
-                f"labels/{name}/{i}",
-                shape=s,
-                chunks=(CHUNK, CHUNK),
-                dtype=dtype,
-                fill_value=0,
-                chunk_key_encoding={"name": "v2", "separator": "/"},
-            )
-            for i, s in enumerate(shapes)
-        ]
-        values: set[int] = set()
-        rows = CHUNK * max(1, (64 << 20) // max(1, shape[1] * CHUNK * 4))
-        for y in range(0, shape[0], rows):
-            block = np.asarray(level0[y : y + rows]).astype(dtype, copy=False)
-            arrays[0][y : y + block.shape[0]] = block
-            values.update(np.unique(block).tolist())
-
-        def read(level, b: Box):
-            return arrays[level][b.y : b.y1, b.x : b.x1]
-
-        def write(level, b: Box, block):
-            arrays[level][b.y : b.y1, b.x : b.x1] = block
-
-        build_region(read, write, downsample_mode, shapes, CHUNK, None, bytes_per_px=4)
-        classes = _classes(meta, info, sorted(values | {0})) if len(values) <= 256 else []
-        multiscales = ngff.multiscales(
-            name, len(shapes), scale[-1], channel=False, unit=unit if unit in NGFF_UNITS else None, downscale="mode"
-        )
-        for ds, level in zip(multiscales[0]["datasets"], range(len(shapes))):
-            f = 2**level
-            ds["coordinateTransformations"] = [
-                {"type": "scale", "scale": [scale[0] * f, scale[1] * f]},
-                {
-                    "type": "translation",
-                    "translation": [translate[0] + scale[0] * (f - 1) / 2, translate[1] + scale[1] * (f - 1) / 2],
-                },
-            ]
-        group = zarr.open_group(store=root.store, path=f"labels/{name}", mode="a", zarr_format=2)
-        label_attrs = {"multiscales": multiscales}
-        if classes:
-            label_attrs["image-label"] = ngff.image_label(
-                [{"name": c["name"], "color": c["color"]} for c in _dense(classes)], source=None
-            )
-        group.attrs.update(label_attrs)
-        zarr.open_group(store=root.store, path="labels", mode="a", zarr_format=2).attrs.update({"labels": [name]})
-        record = {k: info.get(k) for k in ("path", "pixel_size", "unit", "crs", "transform") if info.get(k)}
-        root.attrs.update(
-            {
-                "vimscope": {
-                    "complete": True,
-                    "classes": classes,
-                    "metadata": {**record, "written_by": "vimscope napari writer", "layer": meta.get("name")},
-                }
-            }
-        )
-    commit_path(partial, final, overwrite=True)
-    return [str(final)]
-
-
-def _dense(classes: list[dict]) -> list[dict]:
-    """One entry per value 0..max (``image-label`` numbers classes by their index)."""
-    by_value = {c["value"]: c for c in classes}
-    top = max(by_value) if by_value else 0
-    return [by_value.get(v, {"name": str(v), "color": [0, 0, 0]}) for v in range(top + 1)]
+    record = {k: info.get(k) for k in ("path", "pixel_size", "unit", "crs", "transform") if info.get(k)}
+    written = write_labels(
+        final,
+        _level0(data),
+        name=_safe_name(str(meta.get("name", "labels"))),
+        scale=[float(s) for s in np.asarray(meta.get("scale", [1.0, 1.0]), float)[-2:]],
+        origin=[float(t) for t in np.asarray(meta.get("translate", [0.0, 0.0]), float)[-2:]],
+        unit=unit if unit in NGFF_UNITS else None,
+        classes=lambda values: _classes(meta, info, values),
+        metadata={**record, "written_by": "vimscope napari writer", "layer": meta.get("name")},
+    )
+    return [str(written)]
 
 
 # ---- GeoJSON --------------------------------------------------------------------------------------------------------
 def _geojson_writer(path: str, info: dict):
-    from vimscope.writers.geojson import GeoJSONWriter
+    from vimscope.writers import GeoJSONWriter
 
     gz = str(path).endswith(".gz")
     return GeoJSONWriter(path, gzip=gz, overwrite=True)
 
 
 def _area_measurements(geom, info: dict) -> dict:
-    from vimscope.writers.geojson import area_measurements
+    from vimscope.writers import area_measurements
 
     unit = info.get("unit") or "pixel"
     pixel = info.get("pixel_size") if unit != "pixel" else None
@@ -212,8 +134,8 @@ def write_labels_geojson(path: str, data, meta: dict) -> list[str]:
     """Polygons of a labels layer: class regions as annotations (instance maps as detections, one per id)."""
     import shapely
 
-    from vimscope.writers.geojson import qupath_feature
-    from vimscope.writers.polygons import instance_polygons, label_polygons
+    from vimscope.vector import instance_polygons, label_polygons
+    from vimscope.writers import qupath_feature
 
     level0 = _level0(data)
     if math.prod(level0.shape) > MAX_GEOJSON_PIXELS:
@@ -273,7 +195,7 @@ def write_shapes_geojson(path: str, data, meta: dict) -> list[str]:
     """Each shape as a QuPath annotation (polygon; rectangles and ellipses outlined, lines and paths 1 px wide)."""
     from vimscope_napari._geometry import shapes_geometries
 
-    from vimscope.writers.geojson import qupath_feature
+    from vimscope.writers import qupath_feature
 
     info = reference(meta)
     geoms = shapes_geometries(

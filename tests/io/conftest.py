@@ -47,7 +47,7 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 def big_tiff(request):
     """The 50k x 50k pyramidal TIFF of the done-when figures, kept in the pytest cache (written once)."""
     folder = request.config.cache.mkdir("vimscope-io")
-    path = folder / "big50k-v1.tif"
+    path = folder / "big50k-v2.tif"
     if not path.exists():
         synthetic.big_pyramid(path, size=50_000)
     return path

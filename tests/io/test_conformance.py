@@ -298,7 +298,7 @@ class TestDemoSlide(SlideReaderTests):
 
 
 class TestDemoSlideThroughTifffile(SlideReaderTests):
-    """The same SVS read by tifffile (forced): JPEG tiles checked by jpegcheck, same metadata from the description."""
+    """The same SVS read by tifffile (forced): JPEG tiles checked by check_jpeg, same metadata from the description."""
 
     fact = {**DEMO, "backend": "tifffile"}
     backend_option = "tifffile"

@@ -18,7 +18,7 @@ from tests.io import synthetic
 from tests.io.conftest import demo_path, smooth_image
 from vimscope.errors import CorruptSlideError, DamagedTileError
 from vimscope.io import open_slide
-from vimscope.io.jpegcheck import check_jpeg
+from vimscope.io.jpeg.check import check_jpeg
 from vimscope.types import Box
 
 N_CORRUPT = 30
@@ -230,3 +230,78 @@ def test_damaged_jpeg_and_png_images(tmp_path):
     png.write_bytes(bytes(data))
     with pytest.raises(DamagedTileError):
         open_slide(png).read(Box(0, 0, 10, 10))
+
+
+# --------------------------------------------------------------------------- one damaged tile of the demo SVS
+DEMO_TILE = 35  # level 0, column 5, row 3 of 10 x 13 tiles of 240 px: level-0 box (1200, 720, 240, 240)
+DEMO_BOX = Box(1200, 720, 240, 240)
+
+
+@pytest.fixture(scope="module")
+def one_bad_tile(tmp_path_factory):
+    """The demo SVS with 500 random bytes written into one level-0 JPEG tile (a quarter into its data)."""
+    from tests.io.hostile import corrupt_segment
+
+    src = demo_path()
+    dst = tmp_path_factory.mktemp("onebad") / "bad.svs"
+    shutil.copy(src, dst)
+    corrupt_segment(dst, DEMO_TILE, seed=1)
+    return src, dst
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tifffile"])
+def test_one_damaged_tile_costs_its_pixels_in_the_computed_overview(one_bad_tile, backend):
+    """The demo SVS has one level; level 2 (4x) is computed from it. Before: the whole 2220 x 1888 strip around the
+    tile read as zeros and no damage was reported. Now: only the tile's 60 x 60 footprint, and it is named."""
+    from vimscope.tissue import mask as tissue_mask
+
+    src, dst = one_bad_tile
+    reader, clean = open_slide(dst, backend=backend), open_slide(src, backend=backend)
+    assert reader.meta.native_levels == 1 and reader.meta.level_downsamples[2] == pytest.approx(4, rel=1e-3)
+    w, h = reader.meta.level_dimensions[2]
+    whole = Box(0, 0, w, h)
+    with reader.collect_damage(fill=255) as damage:
+        got = reader.read(whole, 2)
+    assert [(a.level, a.box0) for a in damage.areas] == [(0, DEMO_BOX)]
+    want = clean.read(whole, 2).copy()
+    want[180:240, 300:360] = 255
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(DamagedTileError):
+        reader.read(Box(290, 170, 20, 20), 2)
+    np.testing.assert_array_equal(reader.read(Box(0, 0, w, 170), 2), clean.read(Box(0, 0, w, 170), 2))
+    m, m_clean = tissue_mask(reader), tissue_mask(clean)
+    assert [a.box0 for a in m.damaged] == [DEMO_BOX] and not m_clean.damaged
+    outside = np.ones(m.mask.shape, bool)
+    ds = m.downsample
+    outside[int(720 // ds) - 8 : int(960 // ds) + 9, int(1200 // ds) - 8 : int(1440 // ds) + 9] = False
+    assert (m.mask[outside] == m_clean.mask[outside]).mean() > 0.99  # the rest of the mask is the clean one's
+
+
+def test_the_tile_loader_reads_around_a_damaged_tile(one_bad_tile):
+    """Tile windows over the damaged tile: exact pixels except the damaged tile's, which are filled and named."""
+    from vimscope.tiling.loader import TileLoader
+    from vimscope.tiling.plan import plan_tiles
+
+    src, dst = one_bad_tile
+    reader, clean = open_slide(dst), open_slide(src)
+    plan = plan_tiles(reader.meta, target_mpp=reader.meta.mpp * 2, tile=256, halo=0)
+    near = Box(720, 240, 1200, 1200)  # level-0 px: the damaged tile and its neighbours (keeps the test fast)
+    tiles = [t for t, tile in enumerate(plan.tiles) if tile.read_box.scale(1 / plan.scale).intersect(near)]
+    got = {}
+    for loader in (TileLoader(reader, plan, [tiles], workers=1, damaged_value=7), TileLoader(clean, plan, [tiles])):
+        for batch in loader:
+            got[loader.reader.path] = batch
+    bad, good = got[str(dst)], got[str(src)]
+    assert bad.damaged and set(bad.damaged) == set(bad.damaged_areas) == set(bad.damaged_boxes)
+    for t in bad.damaged:
+        assert [a.box0 for a in bad.damaged_areas[t]] == [DEMO_BOX]
+        assert "\n" not in bad.damaged[t] and "1200, 720, 240, 240" in bad.damaged[t]
+    touched = {t for t, window in zip(bad.tiles, bad.windows) if window.scale(1 / plan.scale).intersect(DEMO_BOX)}
+    assert set(bad.damaged) == touched
+    for i, t in enumerate(bad.tiles):
+        a, b = bad.pixels[i].numpy(), good.pixels[i].numpy()
+        hit = np.zeros(a.shape[:2], bool)
+        for box in bad.damaged_boxes.get(t, []):
+            hit[box.y : box.y1, box.x : box.x1] = True
+        assert (a[hit] == 7).all()
+        np.testing.assert_array_equal(a[~hit], b[~hit])

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-import vimscope.io.jpegcheck as jc
+import vimscope.io.jpeg.check as jc
 from tests.conftest import shared_path
 from tests.io.conftest import smooth_image
 

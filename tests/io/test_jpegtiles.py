@@ -17,8 +17,8 @@ from tests.io.conftest import smooth_image
 from tests.io.jpegtiff import write_jpeg_tiff
 from vimscope.errors import DamagedTileError
 from vimscope.io import open_slide
-from vimscope.io.jpegtiles import APP14_RGB, jpeg_level, standalone_jpeg
-from vimscope.io.tilecheck import PAST_END
+from vimscope.io.jpeg.tilecheck import PAST_END
+from vimscope.io.jpeg.tiles import APP14_RGB, jpeg_level, standalone_jpeg
 from vimscope.types import Box
 
 KINDS = {"rgb-tables": ("rgb", True), "ycbcr-tables": ("ycbcr", True), "ycbcr-self-contained": ("ycbcr", False)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from vimscope_kernels.selective_scan.triton_common import exp2_poly
+from vimscope_kernels.common.triton_helpers import exp2_poly
 
 
 @triton.jit

@@ -6,7 +6,7 @@ import itertools
 import random
 
 import torch
-from vimscope_kernels.selective_scan.naive import PARAM_NAMES
+from vimscope_kernels.bimamba.naive import PARAM_NAMES
 
 # ||out - ref|| / ||ref|| against the float64 reference, per input dtype: (forward, gradients)
 TOLERANCE = {

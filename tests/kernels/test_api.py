@@ -15,15 +15,16 @@ def test_import_is_lazy():
     """Importing the package (and resolving its names) loads neither triton nor any kernel module."""
     code = (
         "import sys, vimscope_kernels as k\n"
-        "k.bimamba_inner; k.selective_scan; k.selective_scan.naive\n"
-        "print('triton' in sys.modules, any(m.endswith(('scan_fwd', 'scan_bwd')) for m in sys.modules))\n"
+        "import vimscope_kernels.selective_scan, vimscope_kernels.bimamba\n"
+        "k.bimamba_inner; k.selective_scan_fn; k.selective_scan.selective_scan_ref; k.bimamba.bimamba_inner_ref\n"
+        "print('triton' in sys.modules, any(m.endswith(('.fwd', '.bwd')) for m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_selective_scan_is_callable_and_a_package():
+def test_selective_scan_fn_matches_reference_and_package_is_not_callable():
     import vimscope_kernels
     from vimscope_kernels.selective_scan.naive import selective_scan_ref
 
@@ -32,8 +33,9 @@ def test_selective_scan_is_callable_and_a_package():
     A = -torch.rand(3, 2, dtype=torch.float64)
     B, C = torch.randn(1, 5, 2, dtype=torch.float64), torch.randn(1, 5, 2, dtype=torch.float64)
     torch.testing.assert_close(
-        vimscope_kernels.selective_scan(u, delta, A, B, C), selective_scan_ref(u, delta, A, B, C)
+        vimscope_kernels.selective_scan_fn(u, delta, A, B, C), selective_scan_ref(u, delta, A, B, C)
     )
+    assert not callable(vimscope_kernels.selective_scan)  # the op's package is a plain module
 
 
 def _args(channels=8, n_state=4, rank=2, length=5):
@@ -71,14 +73,14 @@ def test_bad_backend_and_chunk_len():
     with pytest.raises(ValueError, match="chunk_len"):
         vimscope_kernels.bimamba_inner(xz.float(), *(v.float() for v in p.values()), backend="triton", chunk_len=12)
     with pytest.raises(ValueError, match="delta must have shape"):
-        vimscope_kernels.selective_scan(torch.randn(1, 4, 3), torch.randn(1, 4, 2), -torch.rand(3, 2),
+        vimscope_kernels.selective_scan_fn(torch.randn(1, 4, 3), torch.randn(1, 4, 2), -torch.rand(3, 2),
                                         torch.randn(1, 4, 2), torch.randn(1, 4, 2))  # fmt: skip
 
 
 def test_cpu_dispatch_uses_reference_semantics():
     """On CPU: no grad -> the compiled CPU path (when present), with grad -> the reference; both equal the spec."""
     import vimscope_kernels
-    from vimscope_kernels.selective_scan.naive import bimamba_inner_ref
+    from vimscope_kernels.bimamba.naive import bimamba_inner_ref
 
     xz, p = _args(length=9)
     xz, p = xz.float(), {k: v.float() for k, v in p.items()}

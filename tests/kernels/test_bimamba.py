@@ -46,7 +46,7 @@ def _case_id(case, chunk) -> str:
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
     """Every buffer the kernels must fill starts as NaN, so an unwritten element fails the comparison."""
-    from vimscope_kernels.selective_scan import config
+    from vimscope_kernels.common import config
 
     monkeypatch.setattr(config, "POISON_OUTPUTS", True)
 
@@ -54,7 +54,7 @@ def poison_outputs(monkeypatch):
 def run_case(batch, length, shape, dtype, direction, chunk_len, *, seed=0, device="cpu", **launch):
     """Kernel vs float64 reference on the same (rounded) inputs; returns {name: relative error}."""
     import vimscope_kernels
-    from vimscope_kernels.selective_scan.naive import bimamba_inner_ref
+    from vimscope_kernels.bimamba.naive import bimamba_inner_ref
 
     channels, n_state, rank = shape
     silent = {"fwd": "bwd", "bwd": "fwd"}.get(direction, "")
@@ -96,7 +96,7 @@ def test_bimamba_matches_reference(case, chunk):
     check(errors, dtype)
 
 
-# Launch switches (all off by default; benchmarks/tune_scan.py measures them): a forward and a backward variant per
+# Launch switches (all off by default; benchmarks.kernels.tune_scan measures them): a forward and a backward variant per
 # case, so each switch meets both dtypes, several directions and both dt_proj paths in a few small cases. The
 # forward chunk is 8 at L=37 (five chunks, a partial last one): bwd_chunk_len=16 takes every other forward chunk
 # state, bwd_chunk_len=4 makes the backward recompute them.
@@ -135,7 +135,7 @@ def test_exp2_poly_accuracy(device):
     """The FMA-pipe exp2: within 3e-7 of 2**x on [-126, 0], exactly 1 at 0 (padded steps stay identities), 0 below
     -126 (as MUFU's flush to zero)."""
     import triton
-    from vimscope_kernels.selective_scan.config import prepare_launch
+    from vimscope_kernels.common.config import prepare_launch
 
     from tests.kernels.exp2_probe import exp2_poly_kernel
 
@@ -162,7 +162,7 @@ def test_bimamba_several_channel_blocks(dt_proj):
 
 def test_silent_direction_really_is_silent():
     """The per-direction cases are only meaningful if the silenced direction adds nothing to the output."""
-    from vimscope_kernels.selective_scan.naive import bimamba_inner_ref, mamba_inner_ref
+    from vimscope_kernels.bimamba.naive import bimamba_inner_ref, mamba_inner_ref
 
     p = vim_params(8, 4, 2, silent="bwd")
     xz = torch.randn(1, 9, 16, dtype=torch.float64)

@@ -13,7 +13,7 @@ CPU = torch.device("cpu")
 def test_defaults_are_the_measured_ones():
     """Unset keys give the configuration measured on an H100 (scan_tune_h100_2026-11-26.json): the backward in
     tiles of 8 positions on 2 warps with flipped reverse scans, the forward skipping the last chunk's state."""
-    from vimscope_kernels.selective_scan.config import scan_config
+    from vimscope_kernels.common.config import scan_config
 
     cfg = scan_config(1, 16385, 384, CPU, dtype=torch.bfloat16)
     assert (cfg["block_e"], cfg["block_t"], cfg["num_warps"], cfg["num_stages"]) == (16, 16, 4, 3)
@@ -27,7 +27,7 @@ def test_defaults_are_the_measured_ones():
 def test_table_then_explicit_keys(monkeypatch):
     """A TUNED entry for the call's bucket replaces defaults; explicit keys replace both; unset bwd_* keys follow
     their forward key (not bwd_elast: the two layouts trade off differently in the backward)."""
-    from vimscope_kernels.selective_scan import config
+    from vimscope_kernels.common import config
 
     key = ("sm90", "bf16", 512, 32768, 8)
     monkeypatch.setattr(config, "bucket", lambda *a: key)
@@ -44,7 +44,7 @@ def test_table_then_explicit_keys(monkeypatch):
 
 
 def test_interpreter_and_cpu_never_use_the_table():
-    from vimscope_kernels.selective_scan.config import bucket, interpreted
+    from vimscope_kernels.common.config import bucket, interpreted
 
     assert bucket(8, 16385, 384, torch.bfloat16, CPU) is None
     if interpreted():
@@ -63,14 +63,14 @@ def test_interpreter_and_cpu_never_use_the_table():
     ids=["block_e", "bwd_block_t", "bwd_chunk_len", "exp_poly", "unknown"],
 )
 def test_bad_launch_keys(launch, error):
-    from vimscope_kernels.selective_scan.config import scan_config
+    from vimscope_kernels.common.config import scan_config
 
     with pytest.raises(error):
         scan_config(2, 100, 64, CPU, **launch)
 
 
 def test_backward_config_has_its_own_chunks_and_tiles():
-    from vimscope_kernels.selective_scan.config import backward_config, scan_config
+    from vimscope_kernels.common.config import backward_config, scan_config
 
     cfg = scan_config(2, 1000, 48, CPU, chunk_len=256, bwd_chunk_len=64, bwd_block_t=8, bwd_elast=True,
                       bwd_num_warps=1)  # fmt: skip
@@ -80,14 +80,14 @@ def test_backward_config_has_its_own_chunks_and_tiles():
 
 
 def test_stage_calls_cover_forward_and_backward():
-    """The per-kernel callables benchmarks/tune_scan.py times: every stage runs, in launch order."""
-    from vimscope_kernels.selective_scan import bimamba
-    from vimscope_kernels.selective_scan.config import scan_config
+    """The per-kernel callables benchmarks.kernels.tune_scan times: every stage runs, in launch order."""
+    from vimscope_kernels.bimamba import stages
+    from vimscope_kernels.common.config import scan_config
 
     params = [v.float() for v in vim_params(12, 6, 3).values()]
     xz, dy = torch.randn(2, 37, 24), torch.randn(2, 37, 12)
     cfg = scan_config(2, 37, 12, CPU, chunk_len=16, bwd_chunk_len=8)
-    calls = bimamba.stage_calls(xz, params, dy, cfg)
+    calls = stages.stage_calls(xz, params, dy, cfg)
     assert list(calls) == ["conv_xproj", "dt_gemm", "chunk_state", "combine", "scan_fwd", "bwd_dt_gemm",
                            "bwd_states", "grad_chunk_state", "grad_combine", "scan_bwd", "reduce", "conv_bwd_pre",
                            "conv_bwd_dx"]  # fmt: skip

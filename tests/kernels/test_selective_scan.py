@@ -1,4 +1,4 @@
-"""The one-direction ``vimscope_kernels.selective_scan`` against the float64 reference, outputs and gradients."""
+"""The one-direction ``vimscope_kernels.selective_scan_fn`` against the float64 reference, outputs and gradients."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _case_id(case, chunk) -> str:
 
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
-    from vimscope_kernels.selective_scan import config
+    from vimscope_kernels.common import config
 
     monkeypatch.setattr(config, "POISON_OUTPUTS", True)
 
@@ -65,7 +65,7 @@ def test_selective_scan_matches_reference(case, chunk):
     inputs = make_inputs(case["B"], case["L"], channels, n_state, opts)
     ours = {k: None if v is None else v.to(dtype).requires_grad_() for k, v in inputs.items()}
     ref_in = {k: None if v is None else v.detach().double().requires_grad_() for k, v in ours.items()}
-    y = vimscope_kernels.selective_scan(
+    y = vimscope_kernels.selective_scan_fn(
         **ours, softplus=opts["softplus"], chunk_len=chunk_for(chunk, case["L"]), backend="triton"
     )
     ref = selective_scan_ref(**ref_in, softplus=opts["softplus"])
@@ -96,7 +96,7 @@ def test_selective_scan_switches_match_reference(launch):
     inputs = make_inputs(2, 37, 12, 6, OPTIONS["full"])
     ours = {k: v.float().requires_grad_() for k, v in inputs.items()}
     ref_in = {k: v.detach().double().requires_grad_() for k, v in ours.items()}
-    y = vimscope_kernels.selective_scan(**ours, softplus=True, chunk_len=8, backend="triton", **launch)
+    y = vimscope_kernels.selective_scan_fn(**ours, softplus=True, chunk_len=8, backend="triton", **launch)
     ref = selective_scan_ref(**ref_in, softplus=True)
     dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     y.backward(dy.float())
@@ -116,7 +116,7 @@ def test_selective_scan_gpu_real_shape(dtype, chunk):
     inputs = make_inputs(2, 1025, 384, 16, OPTIONS["full"])
     ours = {k: v.to(dtype).cuda().requires_grad_() for k, v in inputs.items()}
     ref_in = {k: v.detach().double().requires_grad_() for k, v in ours.items()}
-    y = vimscope_kernels.selective_scan(**ours, softplus=True, chunk_len=chunk)
+    y = vimscope_kernels.selective_scan_fn(**ours, softplus=True, chunk_len=chunk)
     ref = selective_scan_ref(**ref_in, softplus=True)
     dy = torch.randn(ref.shape, dtype=torch.float64, device="cuda")
     y.backward(dy.to(dtype))

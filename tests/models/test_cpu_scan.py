@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from vimscope_kernels import bimamba_inner
-from vimscope_kernels.selective_scan.cpu import bimamba_inner_cpu
-from vimscope_kernels.selective_scan.naive import bimamba_inner_ref
+from vimscope_kernels.bimamba.cpu import bimamba_inner_cpu
+from vimscope_kernels.bimamba.naive import bimamba_inner_ref
 
 
 def _mixer_inputs(batch: int, length: int, channels: int, d_state: int, rank: int, seed: int = 0):
@@ -88,3 +88,21 @@ def test_dispatcher_uses_the_fast_path_without_grad_and_the_reference_with_grad(
     assert _rel(fast, slow.detach()) < 2e-6
     slow.sum().backward()
     assert xz.grad is not None and torch.isfinite(xz.grad).all()
+
+
+def test_scan_decay_polynomial_matches_exp2_over_its_range():
+    """The float32 2**x of the CPU scan (x <= 0, the decay 2**(delta * A log2 e)) against numpy in float64."""
+    import numba
+    import numpy as np
+    from vimscope_kernels.bimamba.cpu import _exp2f_nonpositive
+
+    @numba.njit
+    def exp2_all(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = _exp2f_nonpositive(x[i])
+        return out
+
+    x = -np.concatenate([np.linspace(0, 1, 4097), np.geomspace(1e-6, 120, 4097)]).astype(np.float32)
+    ref = np.exp2(x.astype(np.float64))
+    assert np.max(np.abs(exp2_all(x) - ref) / ref) < 3e-7

@@ -41,12 +41,10 @@ def test_shipped_model_finds_dark_nuclei_on_the_demo_slide(tmp_path):
     import zarr
 
     from vimscope.pipeline import PipelineConfig, run
-    from vimscope.writers.omezarr import register_codecs
 
     config = PipelineConfig.load(device="cpu")  # the default model
     result = run(slide, config, out=tmp_path, region=[Box(900, 1300, 256, 200)])
     assert result.summary["model"]["name"] == "vim_tiny_nuclei" and result.summary["model"]["trained"]
-    register_codecs()
     store = zarr.open_group(str(result.paths["zarr"]), mode="r")
     y, x, h, w = 2600, 1800, 400, 512  # the region at 0.25 µm/px (the slide is 0.499 µm/px)
     nuclei = np.asarray(store["labels/nuclei/0"][y : y + h, x : x + w])

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def small_slide(tmp_path_factory):
     """A 512 x 384 H&E-like pyramidal OME-TIFF at 2 µm/px (tissue islands large enough for the tissue mask)."""
-    from vimscope_napari._synthetic import write_synthetic_slide
+    from vimscope.synthetic import write_synthetic_slide
 
     return write_synthetic_slide(
         tmp_path_factory.mktemp("slides") / "small.ome.tif", height=384, width=512, mpp=2.0, seed=1, tissue_scale=24
@@ -18,7 +18,7 @@ def small_slide(tmp_path_factory):
 @pytest.fixture(scope="session")
 def medium_slide(tmp_path_factory):
     """A 1024 x 768 synthetic slide at 2 µm/px: enough tiles at tile 64 for a run to be cancelled half-way."""
-    from vimscope_napari._synthetic import write_synthetic_slide
+    from vimscope.synthetic import write_synthetic_slide
 
     return write_synthetic_slide(
         tmp_path_factory.mktemp("slides") / "medium.ome.tif", height=768, width=1024, mpp=2.0, seed=2, tissue_scale=32

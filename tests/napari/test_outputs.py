@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vimscope.config import ClassSpec
 from vimscope.types import Box
@@ -78,3 +79,26 @@ def test_output_without_image_copy_still_opens(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     names = {layer.name for layer in viewer.open(str(path), plugin="vimscope")}
     assert {"slide classes", "slide nuclei"} <= names and "slide" not in names
+
+
+def test_jpeg_image_copy_opens_once_vimscope_registers_its_codec(tmp_path, monkeypatch):
+    """A store with the JPEG opt-in (or one an older vimscope wrote, JPEG by default) still opens in napari:
+    the reader registers imagecodecs' codec itself; no entry point is needed."""
+    import numcodecs.registry
+    import zarr
+    from vimscope_napari._outputs import output_layers
+
+    from vimscope.writers.omezarr import OmeZarrWriter
+
+    writer = OmeZarrWriter(tmp_path / "old.ome.zarr", out_shape=(96, 128), scale_um=1.0, classes=CLASSES, chunk=64,
+                           image_codec="jpeg")  # fmt: skip
+    writer.write_block("image", Box(0, 0, 128, 96), np.full((96, 128, 3), 120, np.uint8))
+    writer.write_block("classes", Box(0, 0, 128, 96), np.ones((96, 128), np.uint8))
+    writer.finalize()
+    path = writer.commit()
+    for table in (numcodecs.registry.codec_registry, numcodecs.registry.entries):  # as in a fresh process
+        monkeypatch.delitem(table, "imagecodecs_jpeg", raising=False)
+    with pytest.raises(Exception, match="imagecodecs_jpeg"):
+        zarr.open_array(str(path / "0"), mode="r")[...]
+    image = output_layers(path)[0]
+    assert image[2] == "image" and np.abs(np.asarray(image[0][0]).astype(int) - 120).max() <= 2

@@ -24,7 +24,7 @@ def test_synthetic_sample_opens_from_the_menu(make_napari_viewer, tmp_path, monk
 
 
 def test_synthetic_slide_is_deterministic(tmp_path):
-    from vimscope_napari._synthetic import synthetic_rgb
+    from vimscope.synthetic import synthetic_rgb
 
     a, b = synthetic_rgb(200, 300, seed=3), synthetic_rgb(200, 300, seed=3)
     np.testing.assert_array_equal(a, b)

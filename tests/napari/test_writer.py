@@ -55,7 +55,7 @@ def test_labels_zarr_round_trip(make_napari_viewer, tmp_path):
 
 
 def test_labels_geojson_on_level0_pixel_edges(make_napari_viewer, tmp_path):
-    from vimscope.writers.polygons import rasterize
+    from vimscope.vector.polygons import rasterize
 
     labels = _labels()
     viewer = make_napari_viewer()
@@ -100,7 +100,7 @@ def test_instance_labels_geojson_are_detections(make_napari_viewer, tmp_path):
 
 
 def test_shapes_geojson_is_a_pipeline_region(make_napari_viewer, tmp_path, small_slide):
-    from vimscope.pipeline.regions import read_geojson_region
+    from vimscope.vector.roi import read_geojson_region
 
     viewer = make_napari_viewer()
     (slide,) = viewer.open(str(small_slide), plugin="vimscope")

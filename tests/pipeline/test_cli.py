@@ -70,9 +70,15 @@ def test_segment_demo_slide_writes_a_valid_ome_zarr(tmp_path, capsys):
     assert summary["model"] == {**summary["model"], "name": "vim_test", "trained": False}
     assert sum(c["pixels"] for c in summary["class_areas"].values()) == 741 * 554
 
-    # a second run skips the finished slide
-    assert main(["segment", str(demo_slide()), "-o", str(tmp_path), "--device", "cpu", "--target-mpp", "2", "-q"]) == 0
-    assert "skipped" in capsys.readouterr().out
+    # a second run with the same settings skips the finished slide (the device is not a setting of the outputs)
+    again = ["segment", str(demo_slide()), "-o", str(tmp_path), "--model", "vim_test", "--target-mpp", "2", "-q"]
+    assert main([*again, "--format", "ome-tiff", "--device", "cpu", "--workers", "1"]) == 0
+    assert "done before with the same settings, skipped" in capsys.readouterr().out
+    # another model is never silently counted as done: one line naming what differs, the output exit code
+    other = ["segment", str(demo_slide()), "-o", str(tmp_path), "--device", "cpu", "--target-mpp", "2", "-q"]
+    assert main([*other, "--format", "ome-tiff"]) == 9
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model: vim_test -> vim_tiny_nuclei" in err and "--overwrite" in err
 
 
 def test_features_writes_the_token_grid(small_slide, tmp_path, capsys):

@@ -12,18 +12,19 @@ from scipy import ndimage as ndi
 from tests.pipeline.helpers import read_store
 from vimscope.config import ClassSpec, ModelSpec
 from vimscope.pipeline import PipelineConfig, run
+from vimscope.types import Box
 
 
 class BlobModel(torch.nn.Module):
     """Per-pixel nucleus logits from the red channel: blobs 20-40 px wide wherever the texture peaks."""
 
-    def __init__(self):
+    def __init__(self, output="nuclei"):
         super().__init__()
         self.spec = ModelSpec(
             name="blobs",
             tile=128,
             halo=16,
-            output="nuclei",
+            output=output,
             classes=[ClassSpec("background", [0, 0, 0]), ClassSpec("Nucleus", [230, 25, 75])],
             postprocess={"max_size": 96, "min_area": 16},
         )
@@ -55,10 +56,13 @@ def test_nuclei_are_whole_across_seams_and_exported(small_slide, tmp_path):
     assert len(ids) == len(big)
     for i in ids:
         assert len(np.unique(blobs[labels == i])) == 1
+    assert (classes[labels > 0] > 0).all()  # instances only where the class map says nucleus
     detections = json.loads(result.paths["nuclei_geojson"].read_text())["features"]
     assert len(detections) == len(ids)
     assert {f["properties"]["objectType"] for f in detections} == {"detection"}
     assert result.paths["objects"].exists()
+    # an instance model's classes are its detections: no class-region annotations duplicating them
+    assert "geojson" not in result.paths and not list(tmp_path.glob("*[!i].geojson"))
 
 
 def test_a_repeated_run_writes_the_same_detections(small_slide, tmp_path):
@@ -67,10 +71,12 @@ def test_a_repeated_run_writes_the_same_detections(small_slide, tmp_path):
     cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=128, outputs=["geojson"])
     first = run(small_slide, cfg, out=tmp_path / "a", model=BlobModel()).paths
     second = run(small_slide, cfg, out=tmp_path / "b", model=BlobModel()).paths
-    for key in ("nuclei_geojson", "geojson"):
-        features = json.loads(first[key].read_text())["features"]
-        assert len(features) >= 2 and len({f["id"] for f in features}) == len(features), key
-        assert first[key].read_bytes() == second[key].read_bytes(), key
+    features = json.loads(first["nuclei_geojson"].read_text())["features"]
+    assert len(features) >= 2 and len({f["id"] for f in features}) == len(features)
+    assert first["nuclei_geojson"].read_bytes() == second["nuclei_geojson"].read_bytes()
+    regions = run(small_slide, cfg, out=tmp_path / "c", model=BlobModel(output="classes")).paths["geojson"]
+    again = run(small_slide, cfg, out=tmp_path / "d", model=BlobModel(output="classes")).paths["geojson"]
+    assert len(json.loads(regions.read_text())["features"]) >= 2 and regions.read_bytes() == again.read_bytes()
 
 
 class SlowBlobModel(BlobModel):
@@ -104,13 +110,15 @@ def test_instances_beside_the_loop_equal_instances_after_it(stitch, small_slide,
         device="cpu", tissue=False, chunk=64, band_height=192, stitch=stitch, outputs=["classes", "geojson", "summary"]
     )
     beside = run(small_slide, cfg, out=tmp_path / "beside", model=SlowBlobModel())
-    assert {"follow_instances", "follow_geojson"} <= set(beside.summary["timings_s"])
+    regions = run(small_slide, cfg, out=tmp_path / "regions", model=SlowBlobModel(output="classes"))
+    assert "follow_instances" in beside.summary["timings_s"] and "follow_geojson" in regions.summary["timings_s"]
     monkeypatch.setattr(follow.Followers, "start", lambda self, name, fn: None)  # no jobs: all after the loop
     after = run(small_slide, cfg, out=tmp_path / "after", model=BlobModel())
+    regions_after = run(small_slide, cfg, out=tmp_path / "regions_after", model=BlobModel(output="classes"))
     assert "follow_instances" not in after.summary["timings_s"]
     for key in ("nuclei_geojson", "objects"):
         assert beside.paths[key].read_bytes() == after.paths[key].read_bytes()
-    assert _regions(beside.paths["geojson"]) == _regions(after.paths["geojson"])
+    assert _regions(regions.paths["geojson"]) == _regions(regions_after.paths["geojson"])
     assert store_digest(beside.paths["zarr"]) == store_digest(after.paths["zarr"])
     nuclei = zarr.open_group(str(beside.paths["zarr"]), mode="r")["nuclei"]  # no image copy: a standalone image
     level0, level1 = np.asarray(nuclei["0"]), np.asarray(nuclei["1"])
@@ -142,3 +150,46 @@ def test_a_cancelled_run_stops_its_followers_and_resumes(mini_slide, tmp_path):
     assert resumed.summary["tiles"]["run"] < resumed.summary["tiles"]["planned"]
     assert resumed.paths["nuclei_geojson"].read_bytes() == reference.paths["nuclei_geojson"].read_bytes()
     assert resumed.paths["objects"].read_bytes() == reference.paths["objects"].read_bytes()
+
+
+def _detections(result) -> np.ndarray:
+    import shapely
+
+    features = json.loads(result.paths["nuclei_geojson"].read_text())["features"]
+    return np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object)
+
+
+def test_instance_outlines_stay_inside_the_image(small_slide, tmp_path):
+    """At 0.6 µm/px the output grid (750 x 584 px of 1.2 level-0 px) ends at y = 700.8 on a 700 px high image:
+    outlines of the objects in its last row are cut to the image."""
+    import shapely
+
+    cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=128, target_mpp=0.6, outputs=["classes", "geojson"])
+    result = run(small_slide, cfg, out=tmp_path, model=BlobModel())
+    labels = read_store(result.paths["zarr"])["nuclei"]
+    assert labels.shape == (584, 750) and labels[-1].any()  # objects reach the grid's last row
+    geoms = _detections(result)
+    bounds = shapely.bounds(geoms)
+    assert bounds[:, 2].max() <= 900 and bounds[:, 3].max() == 700  # 700.8 before clipping
+    assert shapely.is_valid(geoms).all() and len(geoms) == len(np.unique(labels[labels > 0]))
+
+
+def test_instances_stay_in_the_foreground_and_the_region(small_slide, tmp_path):
+    """Outside the region nothing is written (all probabilities 0): no instance may grow there, and outlines,
+    which hold the pixels whose centres lie in the region, are cut to it."""
+    import shapely
+
+    from vimscope.vector.roi import RegionMask
+
+    region = shapely.Polygon([(150, 0), (900, 0), (900, 700), (400, 700)])
+    cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=128, target_mpp=0.6, outputs=["classes", "geojson"])
+    result = run(small_slide, cfg, out=tmp_path, model=BlobModel(), region=region)
+    got = read_store(result.paths["zarr"])
+    labels, classes = got["nuclei"], got["classes"]
+    assert (classes[labels > 0] > 0).all()
+    outside = ~RegionMask(region, 1.2).mask(Box(0, 0, 750, 584))  # level-0 px per output px: 0.6 / 0.5
+    assert outside.any() and not labels[outside].any()
+    geoms = _detections(result)
+    assert len(geoms) == len(np.unique(labels[labels > 0])) >= 10
+    assert shapely.intersects(geoms, shapely.LineString([(150, 0), (400, 700)])).any()  # objects on the slant
+    assert shapely.covered_by(geoms, region.buffer(1e-6)).all() and shapely.is_valid(geoms).all()

@@ -98,7 +98,9 @@ def _plan(out_shape, tile, halo):
         for x in range(0, w, core):
             c = Box(x, y, min(core, w - x), min(core, h - y))
             tiles.append(SimpleNamespace(box=c, read_box=Box(x - halo, y - halo, c.w + 2 * halo, c.h + 2 * halo)))
-    return SimpleNamespace(read_level=0, level_scale=1.0, out_shape=out_shape, tile=tile, halo=halo, tiles=tiles)
+    return SimpleNamespace(
+        read_level=0, level_scale=1.0, scale=1.0, out_shape=out_shape, tile=tile, halo=halo, tiles=tiles
+    )
 
 
 def test_windows_are_full_tiles_padded_at_the_border():

@@ -113,3 +113,16 @@ def test_demo_slide_detections_and_object_table_agree(tmp_path):
     labels = {int(r["label"]) for r in rows}
     assert labels == {f["properties"]["label"] for f in detections} and len(labels) == len(rows)
     assert sum(result.summary["objects"].values()) == len(detections)
+
+    # the instance step read the probabilities, but they were not asked for: not in the finished store
+    import zarr
+
+    store = zarr.open_group(str(result.paths["zarr"]), mode="r")
+    assert "probabilities" not in store and "nuclei" in store["labels"]
+    assert "probabilities" not in json.dumps(store.attrs.asdict()["vimscope"]["layout"])
+    # nothing staged is left behind: every output stands beside the store under its final name
+    assert not (result.paths["zarr"] / ".vimscope_outputs").exists()
+    assert {p.name for p in tmp_path.iterdir()} >= {"CMU-1-Small-Region.ome.zarr", "CMU-1-Small-Region.preview.png"}
+    # one computation of each share: the summary's fraction is what the closing line prints
+    nucleus = result.summary["class_areas"]["Nucleus"]
+    assert f"Nucleus {nucleus['area_mm2']:.4g} mm² ({100 * nucleus['fraction']:.1f}%)" in result.report

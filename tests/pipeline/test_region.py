@@ -12,8 +12,8 @@ import shapely
 from tests.pipeline.helpers import read_store
 from vimscope.errors import DamagedTileError
 from vimscope.pipeline import PipelineConfig, run
-from vimscope.pipeline.regions import RegionMask
 from vimscope.types import Box
+from vimscope.vector.roi import RegionMask
 
 SETTINGS = dict(
     model="vim_test_pointwise",
@@ -116,3 +116,28 @@ def test_damaged_tiles_are_recorded_filled_and_the_run_goes_on(small_slide, tmp_
     assert hit[bad.y, bad.x]
     assert (got["probabilities"][:, hit] == 0).all() and (got["classes"][hit] == 0).all()
     assert np.array_equal(got["classes"][~hit], full[1]["classes"][~hit])
+
+
+def test_hostile_roi_files_are_one_line_and_the_bad_input_code(small_slide, tmp_path, capsys):
+    """A GeoJSON ROI nested 5,000 levels deep was a RecursionError (exit 70); a bow-tie ROI runs, repaired."""
+    from vimscope.cli.main import main
+
+    deep = tmp_path / "deep.geojson"
+    deep.write_text('{"type": "Polygon", "coordinates": ' + "[" * 5000 + "]" * 5000 + "}")
+    args = ["segment", str(small_slide), "-o", str(tmp_path / "out"), "--device", "cpu", "-q", "--model", "vim_test"]
+    rc = main([*args, "--roi", str(deep)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 8, err
+    assert err.startswith("vimscope: error:") and "deep.geojson" in err and "\n" not in err
+
+
+def test_a_bowtie_roi_runs_both_lobes(small_slide, tmp_path, full):
+    bowtie = shapely.Polygon([(100, 100), (500, 500), (500, 100), (100, 500), (100, 100)])
+    roi = tmp_path / "bowtie.geojson"
+    roi.write_text(json.dumps(shapely.geometry.mapping(bowtie)))
+    result = run(small_slide, PipelineConfig.load(**SETTINGS, roi=str(roi)), out=tmp_path / "out")
+    got = read_store(result.paths["zarr"])
+    for x in (150, 450):  # the left and the right lobe
+        assert np.array_equal(got["probabilities"][:, 300, x], full[1]["probabilities"][:, 300, x])
+        assert got["probabilities"][:, 300, x].any()
+    assert not got["probabilities"][:, 150, 300].any()  # above the crossing: outside

@@ -183,8 +183,8 @@ def test_torch_blending_matches_numpy():
     """stitch/device.py blends with the same integer formulas on torch tensors (the GPU path, run here on CPU)."""
     import torch
 
-    from vimscope.pipeline.stitching import _finalize_segmentation
     from vimscope.stitch.device import TorchOps
+    from vimscope.stitch.run import _finalize_segmentation
 
     rng = np.random.default_rng(3)
     tiles = grid_tiles()

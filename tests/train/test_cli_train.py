@@ -18,7 +18,8 @@ def labelled_folder(tmp_path_factory):
     """Two image/mask pairs cut from CryoNuSeg's real tile (instance masks as uint16 PNG)."""
     from vimscope.train.datasets.base import load_source
 
-    (im,) = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
+    images = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
+    (im,) = [im for im in images if im.name == "TCGA-DE-A4MA"]
     root = tmp_path_factory.mktemp("labelled")
     (root / "images").mkdir()
     (root / "masks").mkdir()
@@ -72,14 +73,15 @@ def test_train_then_eval_through_the_pipeline(tmp_path, labelled_folder, capsys,
     # another inference tile and halo than the model's (issue 12's larger-tile check): the pipeline runs with them
     import vimscope.pipeline.engine as engine
 
-    setups, prepare = [], engine.prepare
-    monkeypatch.setattr(engine, "prepare", lambda *a, **k: setups.append(prepare(*a, **k)) or setups[-1])
+    setups, make_plan = [], engine.make_plan
+    monkeypatch.setattr(engine, "make_plan", lambda *a, **k: setups.append(make_plan(*a, **k)) or setups[-1])
     tiled = tmp_path / "tiled.json"
     args = ["eval", str(run / "best.safetensors"), "--tile", "192", "--overlap", "8", "--device", "cpu"]
     assert main([*args, "-o", str(tiled)]) == 0
     summary = json.loads(tiled.read_text())
     assert (summary["tile"], summary["halo"], summary["images"]) == (192, 8, 1)
-    assert [(s.tile, s.halo) for s in setups] == [(192, 8)] and setups[0].plan.tile == 192
+    # one plan, with the asked halo and a tile other than the model's 128: 192 clamped to the 128 px image's 144
+    assert [(s.tile, s.halo) for s in setups] == [(144, 8)] and setups[0].tiling.tile == 144
     capsys.readouterr()
     assert main(["eval", str(run / "best.safetensors"), "--tile", "200", "--device", "cpu"]) == 8
     assert "tile 200 must be a multiple of 16" in capsys.readouterr().err

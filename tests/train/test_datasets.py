@@ -60,12 +60,15 @@ def test_miccai2015_ascii_masks():
 
 
 def test_cryonuseg_imagej_roi_set():
-    (im,) = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
-    assert im.image.shape == (512, 512, 3)
-    assert _objects(im.instances) == 59
-    assert im.mpp == pytest.approx(0.248, abs=1e-3)  # ImageJ resolution tags, µm
-    grey = im.image.mean(axis=2)
-    assert grey[im.instances == 0].mean() - grey[im.instances > 0].mean() > 25
+    images = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
+    by_name = {im.name: im for im in images}
+    assert {name: _objects(im.instances) for name, im in by_name.items()} == {"TCGA-DE-A4MA": 59, "TCGA-S4-A8RO": 116}
+    assert by_name["TCGA-DE-A4MA"].mpp == pytest.approx(0.248, abs=1e-3)  # ImageJ resolution tags, µm
+    assert by_name["TCGA-S4-A8RO"].mpp == pytest.approx(0.2525, abs=1e-3)
+    for im in images:
+        assert im.image.shape == (512, 512, 3)
+        grey = im.image.mean(axis=2)
+        assert grey[im.instances == 0].mean() - grey[im.instances > 0].mean() > 25
 
 
 def test_tanzania_footprints_are_reprojected_and_clipped():
@@ -96,16 +99,8 @@ def test_tanzania_footprints_are_reprojected_and_clipped():
     assert abs(grey[im.classes == 1].mean() - grey[im.classes == 0].mean()) > 10
 
 
-def test_sentinel2_mask_zero_means_unlabelled():
-    folder = shared_path("data/labelled/landcover-sentinel2")
-    names = ["unlabelled", "conifer", "mixed", "urban", "crops", "bare", "grass", "roads", "water", "veg", "quarry"]
-    entry = {
-        "kind": "raster_mask",
-        "image": str(folder / "strzegom_20230301_33u.tif"),
-        "mask": str(folder / "strzegom_20230301_33u_mask.tif"),
-        "classes": names,
-    }
-    (im,) = load_source(entry)
+def test_sentinel2_mask_zero_means_unlabelled(sentinel2_entry):
+    (im,) = load_source(sentinel2_entry)
     assert im.image.shape == (401, 401, 10) and im.image.dtype == np.uint16
     assert im.mpp == 10.0
     assert 0.25 < im.labelled_fraction < 0.35  # README: labels cover about 30% of pixels

@@ -31,7 +31,7 @@ def test_holes_keep_what_was_underneath_and_later_items_win():
 
 
 def test_polygons_from_the_writers_rasterise_back_to_the_same_labels():
-    from vimscope.writers.polygons import label_polygons
+    from vimscope.vector.polygons import label_polygons
 
     rng = np.random.default_rng(3)
     labels = np.zeros((40, 50), np.int32)

@@ -16,8 +16,9 @@ from vimscope.types import CancelToken
 
 @pytest.fixture(scope="module")
 def cryo_images() -> list[LabelledImage]:
-    """CryoNuSeg's one tile (59 nuclei), cut into a training part and a small validation part."""
-    (im,) = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
+    """CryoNuSeg's TCGA-DE-A4MA tile (59 nuclei), cut into a training part and a small validation part."""
+    images = load_source({"kind": "cryonuseg", "path": str(shared_path("data/labelled/nuclei-cryonuseg"))})
+    (im,) = [im for im in images if im.name == "TCGA-DE-A4MA"]
 
     def part(name, rows, cols):
         return LabelledImage(
@@ -86,9 +87,8 @@ def test_schedule_warms_up_then_follows_a_cosine():
 
 
 def test_checkpoint_round_trips(tmp_path, cryo_images):
-    from vimscope.models import create_model
-    from vimscope.train.build import build, load_trained
-    from vimscope.train.checkpoint import load_checkpoint, read_metadata
+    from vimscope.models import build_model, create_model, read_metadata
+    from vimscope.train.resume import load_checkpoint
 
     trainer = _trainer(tmp_path, cryo_images, epochs=1, steps_per_epoch=2)
     trainer.fit()
@@ -99,7 +99,7 @@ def test_checkpoint_round_trips(tmp_path, cryo_images):
     meta = read_metadata(tmp_path / "last.safetensors")
     assert meta["spec"].name == "vim_test_nuclei" and meta["spec"].head["extra_maps"] == {"boundary": 1, "distance": 1}
     assert meta["train_config"]["steps_per_epoch"] == 2 and meta["state"]["step"] == 2
-    fresh = build(meta["spec"])
+    fresh = build_model(meta["spec"])
     load_checkpoint(tmp_path / "last.safetensors", fresh)
     by_registry = create_model(weights=str(tmp_path / "last.safetensors"))  # an ordinary weights file
     for model in (fresh.eval(), by_registry):
@@ -107,7 +107,7 @@ def test_checkpoint_round_trips(tmp_path, cryo_images):
             got = model(x)
         for key in expected:
             assert torch.equal(got[key], expected[key]), key
-    shipped = load_trained(tmp_path / "model.safetensors")  # float16 export of the best epoch
+    shipped = create_model(weights=tmp_path / "model.safetensors")  # float16 export of the best epoch
     assert shipped.spec.trained and next(shipped.parameters()).dtype == torch.float32
     assert read_metadata(tmp_path / "model.safetensors")["spec"].trained
 
@@ -136,15 +136,16 @@ def test_resume_continues_the_same_schedule(tmp_path, cryo_images):
 
 
 def test_unet_baseline_trains_in_the_same_loop(tmp_path, cryo_images):
-    from vimscope.train.build import load_trained
+    from vimscope.models import UNet, create_model, load_spec
 
     model = {"family": "unet", "name": "unet_test", "arch": {"base": 8, "depth": 2}, "tile": 64, "halo": 8,
              "head": {"extra_maps": {"boundary": 1}}, "output": "nuclei"}  # fmt: skip
     trainer = _trainer(tmp_path, cryo_images, model=model, epochs=1, steps_per_epoch=2)
     summary = trainer.fit()
     assert summary["steps"] == 2 and trainer.instance_maps == ["boundary"]
-    loaded = load_trained(tmp_path / "model.safetensors")
-    assert loaded.spec.family == "unet"
+    loaded = create_model(weights=tmp_path / "model.safetensors")  # the one factory builds every family
+    assert isinstance(loaded, UNet) and loaded.spec.family == "unet" and not loaded.training
+    assert load_spec(tmp_path / "model.safetensors").size_multiple == 4  # 2 ** depth, from the family's contract
     out = loaded(torch.zeros(1, 3, 64, 64))
     assert set(out) == {"logits", "boundary"} and out["logits"].shape == (1, 2, 64, 64)
 
@@ -174,7 +175,7 @@ def test_images_are_resampled_to_the_model_resolution(cryo_images):
 
 
 def test_budget_chooses_the_epochs_and_thresholds_are_tuned_on_validation(tmp_path, cryo_images):
-    from vimscope.train.checkpoint import read_metadata
+    from vimscope.models import read_metadata
 
     trainer = _trainer(
         tmp_path, cryo_images, epochs=1000, steps_per_epoch=4, warmup_steps=5, budget_minutes=0.1, tune_postprocess=True
@@ -211,7 +212,7 @@ def test_threshold_search_finds_the_split_between_touching_nuclei():
 def test_init_takes_the_backbone_from_an_official_checkpoint(tmp_path, cryo_images):
     """An official-format file ({'model': state_dict} with hustvl/Vim names and an ImageNet head) seeds the
     backbone; the dense head keeps its fresh initialisation."""
-    from vimscope.models.specs import load_spec
+    from vimscope.models import init_backbone, load_spec
     from vimscope.models.vim import VisionMamba
 
     arch = dict(load_spec("vim_test_nuclei").arch, num_classes=10, img_size=[224, 224])
@@ -221,8 +222,6 @@ def test_init_takes_the_backbone_from_an_official_checkpoint(tmp_path, cryo_imag
     torch.save({"model": official.state_dict()}, path)
     trainer = _trainer(tmp_path / "run", cryo_images, epochs=1, steps_per_epoch=1)
     untouched_head = {k: v.clone() for k, v in trainer.model.head.state_dict().items()}
-    from vimscope.train.build import init_backbone
-
     init_backbone(trainer.model, path)
     mine, theirs = trainer.model.backbone.state_dict(), official.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine if k != "pos_embed")
@@ -230,20 +229,14 @@ def test_init_takes_the_backbone_from_an_official_checkpoint(tmp_path, cryo_imag
     assert all(torch.equal(v, trainer.model.head.state_dict()[k]) for k, v in untouched_head.items())
 
 
-def test_a_16_bit_multiband_raster_trains_and_scores_alike_in_memory_and_in_the_pipeline(tmp_path):
+def test_a_16_bit_multiband_raster_trains_and_scores_alike_in_memory_and_in_the_pipeline(tmp_path, sentinel2_entry):
     """Sentinel-2 (10 bands, uint16, 0 = unlabelled): normalised as the pipeline's loader does, so the number of
     the training loop and of `vimscope eval` agree."""
     from vimscope.train.evaluate import evaluate
     from vimscope.train.loop import Trainer
 
-    folder = shared_path("data/labelled/landcover-sentinel2")
-    names = ["unlabelled", "conifer", "mixed", "urban", "crops", "bare", "grass", "roads", "water", "veg", "quarry"]
-    entry = {
-        "kind": "raster_mask",
-        "image": str(folder / "strzegom_20230301_33u.tif"),
-        "mask": str(folder / "strzegom_20230301_33u_mask.tif"),
-        "classes": names,
-    }
+    entry = sentinel2_entry
+    names = entry["classes"]
     model = {"base": "vim_test", "classes": names, "in_chans": 10, "arch": {"in_chans": 10}, "tile": 128, "halo": 16,
              "mean": [0.5] * 10, "std": [0.5] * 10}  # fmt: skip
     cfg = _config(model=model, data=[entry], split={}, normalize="dataset", epochs=1, steps_per_epoch=8)

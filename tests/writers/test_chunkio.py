@@ -92,6 +92,11 @@ def test_reads_of_lossless_chunks_come_from_memory_within_the_budget(tmp_path):
     decoded = io.read(img, Box(0, 0, 256, 256))  # JPEG: always the decoded file, as a resumed run reads it
     assert io.cache_hits == 9 and not np.array_equal(decoded, image)
     assert np.abs(decoded.astype(int) - image).mean() < 20  # the image, through the codec
+    plain = ChunkArray(tmp_path / "copy", image.shape, (3, 64, 64), "uint8", blosc, cache=False)
+    assert plain.lossless and not plain.cached  # lossless, but kept out of memory (the image copy)
+    io.write(plain, Box(0, 0, 256, 256), image)
+    np.testing.assert_array_equal(io.read(plain, Box(0, 0, 256, 256)), image)
+    assert io.cache_hits == 9
     io.close()
 
 

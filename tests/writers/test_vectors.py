@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import shapely
 
+from vimscope.vector.polygons import instance_polygons, label_polygons
 from vimscope.writers.geojson import GeoJSONWriter, area_measurements, qupath_feature
 from vimscope.writers.gpkg import APPLICATION_ID, GeoPackageWriter, read_gpkg_geometry
-from vimscope.writers.polygons import instance_polygons, label_polygons
 from vimscope.writers.tables import ObjectTableWriter
 
 

@@ -14,18 +14,6 @@ import click
 from vimscope.errors import BatchFailedError, ConfigError
 
 
-def _workers(value: str) -> int | None:
-    if value == "local":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigError(f"--workers takes 'local' or a number of processes, not {value!r}") from None
-    if n < 1:
-        raise ConfigError("--workers must be at least 1")
-    return n
-
-
 def run_batch_command(
     input_path: Path,
     out: Path,
@@ -41,34 +29,14 @@ def run_batch_command(
     quiet: bool = False,
 ) -> int:
     """The body of ``vimscope batch`` (also used by benchmarks and tests); returns the exit status."""
-    from vimscope.runners.driver import run_batch
-    from vimscope.runners.manifest import read_inputs
+    from vimscope.runners import executor_factory, read_inputs, run_batch
 
-    if scheduler and scheduler_file:
-        raise ConfigError("give --scheduler or --scheduler-file, not both")
-    count = _workers(workers)
+    make_executor = executor_factory(
+        workers=workers, scheduler=scheduler, scheduler_file=scheduler_file, retries=retries, threads=threads
+    )
     out = Path(out).expanduser().resolve()
     jobs = read_inputs(input_path, patterns=list(patterns) or None, exclude=out)
     echo = (lambda *a, **k: None) if quiet else (lambda msg: click.echo(msg, err=True))
-
-    if scheduler or scheduler_file:
-
-        def make_executor(n: int):
-            from vimscope.runners.cluster import ClusterExecutor
-
-            return ClusterExecutor(scheduler, scheduler_file=scheduler_file, retries=retries)
-
-    else:
-
-        def make_executor(n: int):
-            from vimscope.runners.local import LocalExecutor, plan_workers
-
-            plan = plan_workers(count)
-            if threads:
-                plan.torch_threads = threads
-            plan.count = min(plan.count, n)
-            return LocalExecutor(plan, retries=retries)
-
     width = len(str(len(jobs)))
     skipped = []
 

@@ -77,6 +77,12 @@ def common_options(f):
             help="YAML file with pipeline settings.",
         ),
         click.option("--overwrite", is_flag=True, default=False, help="Run slides whose output exists again."),
+        click.option(
+            "--strict",
+            is_flag=True,
+            default=False,
+            help="Fail a slide with a damaged tile (exit 11, no output) instead of filling the tile and listing it.",
+        ),
         click.option("-q", "--quiet", is_flag=True, default=False, help="No progress bar."),
     ]
     for option in reversed(options):
@@ -86,15 +92,16 @@ def common_options(f):
 
 def build_config(*, outputs=None, formats=None, **opts):
     """A PipelineConfig from CLI options (unset ones keep the config file's / packaged values)."""
-    from vimscope.pipeline.config import PipelineConfig
+    from vimscope.pipeline import PipelineConfig
 
     config_file = opts.pop("config_file", None)
     no_tissue = opts.pop("no_tissue", False)
     overrides = {k: v for k, v in opts.items() if v is not None}
     if no_tissue:
         overrides["tissue"] = False
-    if not overrides.get("overwrite"):
-        overrides.pop("overwrite", None)
+    for flag in ("overwrite", "strict"):  # a flag left out keeps the config file's value
+        if not overrides.get(flag):
+            overrides.pop(flag, None)
     if outputs is not None:
         overrides["outputs"] = outputs
     if formats is not None:
@@ -111,8 +118,7 @@ def _check_slides(slides) -> list[str]:
 def run_slides(slides, config, out: Path, *, quiet: bool) -> int:
     """Run each slide; a slide's error is one line and the others still run. Returns the exit code."""
     from vimscope.cli.progress import RunProgress
-    from vimscope.pipeline.engine import iter_run
-    from vimscope.pipeline.setup import slide_stem
+    from vimscope.pipeline import iter_run, slide_stem
 
     codes = []
     many = len(slides) > 1
@@ -154,7 +160,7 @@ def _finish(code: int) -> None:
 
 def segment_config(formats=(), probabilities=False, no_image_copy=False, **opts):
     """The PipelineConfig of a segmentation run from the CLI options (``vimscope batch`` reuses it per slide)."""
-    from vimscope.pipeline.config import PipelineConfig
+    from vimscope.pipeline import PipelineConfig
 
     base = PipelineConfig.load(opts.get("config_file"))
     outputs = [o for o in base.outputs if o != "features"]
@@ -183,6 +189,14 @@ def segment_config(formats=(), probabilities=False, no_image_copy=False, **opts)
     is_flag=True,
     default=False,
     help="Write label pyramids as standalone images (overlay them on the original slide).",
+)
+@click.option(
+    "--image-codec",
+    type=click.Choice(["blosc", "jpeg"]),
+    default=None,
+    help="Codec of the OME-Zarr image copy. blosc (default): lossless, every NGFF reader opens the store. "
+    "jpeg: about 3x smaller, but only vimscope and its napari plugin read it; ome-zarr-py, napari-ome-zarr, "
+    "QuPath, Fiji/Bio-Formats, vizarr, Neuroglancer and webKnossos fail on the whole store, labels included.",
 )
 def segment(slides, out, quiet, formats, probabilities, no_image_copy, **opts):
     """Segment SLIDE... and write <stem>.ome.zarr, a preview, a summary and GeoJSON into the output folder."""

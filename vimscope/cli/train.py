@@ -66,8 +66,7 @@ def train(
 ):
     """Train a model on labelled images as described by CONFIG (a YAML file or a packaged config name)."""
     from vimscope.cli.trainprogress import TrainProgress
-    from vimscope.train.config import config_base, load_train_config
-    from vimscope.train.loop import Trainer
+    from vimscope.train import Trainer, config_base, load_train_config
 
     overrides = {
         "epochs": epochs,
@@ -168,7 +167,7 @@ def evaluate(
 ):
     """Score WEIGHTS (a vimscope checkpoint) on a labelled set: Dice/IoU per class, AJI and object F1."""
     from vimscope.config import load_yaml
-    from vimscope.train.config import config_base
+    from vimscope.train import config_base
     from vimscope.train.evaluate import evaluate as run_eval
 
     given = [x for x in (data_file, pack, folder) if x is not None]
@@ -227,9 +226,7 @@ def evaluate(
 def pack(config, out, codec):
     """Bundle the data of CONFIG (a training config or any YAML with a data: list) into one pack file."""
     from vimscope.config import load_yaml
-    from vimscope.train.config import config_base
-    from vimscope.train.datasets.base import LoadContext, load_sources
-    from vimscope.train.pack import build_pack, pack_summary
+    from vimscope.train import LoadContext, build_pack, config_base, load_sources, pack_summary
 
     path = _config_path(config)
     doc = load_yaml(path)

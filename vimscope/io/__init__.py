@@ -10,8 +10,10 @@ from vimscope._lazy import lazy_exports
 _LAZY = {
     "open_slide": "vimscope.io.open",
     "SlideReader": "vimscope.io.base",
+    "resize_image": "vimscope.io.resize",
     "SlideMeta": "vimscope.io.meta",
-    "check_jpeg": "vimscope.io.jpegcheck",
+    "check_jpeg": "vimscope.io.jpeg.check",
+    "register_jpeg_codec": "vimscope.io.codecs",
 }
 
 __all__ = sorted(_LAZY)

@@ -4,55 +4,38 @@ A backend implements five hooks (``_open``, ``_close``, ``_read_meta``, ``_read_
 ``_read_associated``); this base class adds box checks, computed overview levels, RGB conversion with one
 stretch per image, dask arrays, per-thread handles and pickling by path.
 
+Damage: ``read`` raises DamagedTileError when a tile of the box is damaged; inside ``collect_damage`` it reads
+around the damaged native tiles instead (``io.damage``), fills their pixels and lists them.
+
 Thread safety: each thread gets its own handle (``threading.local``); libraries' handles are never shared.
-Pickling: a reader pickles as (path, mpp override, backend, options) and reopens on the other side;
-no file handle crosses a process boundary.
+Pickling: a reader pickles as (its class, path, mpp override, source, options) and the class reopens the file on
+the other side; no file handle crosses a process boundary.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
 
-from vimscope.errors import ConfigError, RegionError
+from vimscope.errors import ConfigError, CorruptSlideError, DamagedTileError, RegionError
+from vimscope.io.damage import DamagedArea, DamageLog, level0_box, salvage
+from vimscope.io.detect import detect
+from vimscope.io.limits import check_decoded, max_decoded_bytes
 from vimscope.io.meta import SlideMeta
 from vimscope.io.pyramid import ComputedLevels
+from vimscope.io.resize import resize_image
 from vimscope.types import Box
 
 DASK_MIN_CHUNK = 512  # dask chunks: the smallest multiple of the native tile that is at least this
 STRETCH_PERCENTILES = (0.5, 99.5)
-
-
-_RGB_NAMES = (("b04", "b4", "red", "r"), ("b03", "b3", "green", "g"), ("b02", "b2", "blue", "b"))
-
-
-def choose_rgb_bands(names: list[str] | None, bands: int, is_rgb: bool, alpha_band: int | None) -> list[int]:
-    """Bands shown as R, G, B: natural colour where names tell (Sentinel-2 B04/B03/B02, red/green/blue)."""
-    if is_rgb:
-        return [0, 1, 2]
-    if names:
-        lowered = [n.lower() for n in names]
-        picked = []
-        for choices in _RGB_NAMES:
-            found = next((lowered.index(c) for c in choices if c in lowered), None)
-            picked.append(found)
-        if all(p is not None for p in picked):
-            return picked
-    data_bands = [b for b in range(bands) if b != alpha_band]
-    return data_bands[:3] if len(data_bands) >= 3 else data_bands
-
-
-def _reopen(path: str, mpp: float | None, backend: str, options: dict, stretch) -> SlideReader:
-    from vimscope.io.open import open_slide
-
-    reader = open_slide(path, mpp=mpp, backend=backend, **options)
-    if stretch is not None and reader.meta.stretch is None:
-        reader.meta.stretch = [tuple(s) for s in stretch]
-    return reader
+log = logging.getLogger("vimscope.io")
 
 
 class SlideReader(ABC):
@@ -71,6 +54,7 @@ class SlideReader(ABC):
         self._lock = threading.RLock()
         self._handles: list[Any] = []
         self._generation = 0
+        self.decode_limit = max_decoded_bytes(options.get("max_decoded_mb"))  # bytes one tile may decode to
         try:
             meta = self._read_meta(self._handle())
         except BaseException:
@@ -111,6 +95,10 @@ class SlideReader(ABC):
 
     def _read_associated(self, handle: Any, name: str) -> np.ndarray:
         raise KeyError(name)
+
+    def _check_decoded(self, what: str, shape, itemsize: float) -> None:
+        """Refuse (DecodeLimitError) a piece of the file that would decode to more than ``decode_limit`` bytes."""
+        check_decoded(self.path, what, shape, itemsize, self.decode_limit)
 
     # ----------------------------------------------------------------- handles
     def _handle(self) -> Any:
@@ -154,7 +142,20 @@ class SlideReader(ABC):
         self.close()
 
     def __reduce__(self):
-        return (_reopen, (self.path, self._mpp_override, self.backend, self.options, self.meta.stretch))
+        return (type(self)._reopen, (self.path, self._mpp_override, self.source, self.options, self.meta.stretch))
+
+    @classmethod
+    def _reopen(cls, path: str, mpp: float | None, source: str, options: dict, stretch) -> SlideReader:
+        """The other side of pickling: the same backend on the same file again, failing as ``open_slide`` does
+        (the class itself reopens, so this module needs no dispatch over the backends that subclass it)."""
+        found = detect(path)  # a file gone or emptied since it was opened: the same one-line error
+        try:
+            reader = cls(path, mpp=mpp, source=source, **options)
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise CorruptSlideError(f"{path}: cannot be read as {found.vendor or cls.backend} ({e})") from e
+        if stretch is not None and reader.meta.stretch is None:
+            reader.meta.stretch = [tuple(s) for s in stretch]
+        return reader
 
     def __repr__(self) -> str:
         w, h = self.meta.dimensions
@@ -166,7 +167,7 @@ class SlideReader(ABC):
         dtype = np.dtype(meta.dtype)
         source_level = self._native - 1
         self._computed = ComputedLevels(
-            lambda box, bands: self._read_native(box, source_level, bands),
+            lambda box, bands: self._salvage_native(box, source_level, bands, 0),
             (sw, sh),
             self._native,
             meta.bands,
@@ -219,17 +220,82 @@ class SlideReader(ABC):
     def _read_native(self, box: Box, level: int, bands: list[int]) -> np.ndarray:
         return self._read_level(self._handle(), box, level, bands)
 
+    def _salvage_native(self, box: Box, level: int, bands: list[int], fill) -> tuple[np.ndarray, list]:
+        read = lambda b: self._read_native(b, level, bands)  # noqa: E731
+        size, dtype = self.meta.level_dimensions[level], np.dtype(self.meta.dtype)
+        return salvage(read, box, self._level_tiles[level], size, fill, dtype, len(bands))
+
+    @contextmanager
+    def collect_damage(self, fill=0, *, isolated: bool = False) -> Iterator[DamageLog]:
+        """Within this block (this thread), reads never raise for damaged tiles: the pixels of each damaged native
+        tile are ``fill``, the rest of the box is read from the intact tiles, and the yielded log lists each damaged
+        tile once. Blocks nest; an inner block's tiles are also added to the outer one's log unless ``isolated``
+        (reads of the whole image made on the way, such as the display stretch, are not the caller's)."""
+        stack = getattr(self._local, "damage", None)
+        if stack is None:
+            stack = self._local.damage = []
+        damage = DamageLog(fill)
+        stack.append(damage)
+        try:
+            yield damage
+        finally:
+            stack.pop()
+            if stack and not isolated:
+                for area in damage.areas:
+                    stack[-1].add(area)
+
+    def _area(self, level: int, box: Box, reason: str) -> DamagedArea:
+        ds = self.meta.level_downsamples[level]
+        return DamagedArea(level, box, level0_box(box, ds, self.meta.dimensions), reason)
+
+    def damaged_pixels(self, areas, box: Box, level: int) -> np.ndarray:
+        """(h, w) bool of ``box`` at ``level``: True where a pixel overlaps one of the damaged ``areas``."""
+        out = np.zeros((box.h, box.w), bool)
+        ds = self.meta.level_downsamples[level]
+        for a in areas:
+            b = a.box0
+            x0, y0 = math.floor(b.x / ds) - box.x, math.floor(b.y / ds) - box.y
+            x1, y1 = math.ceil(b.x1 / ds) - box.x, math.ceil(b.y1 / ds) - box.y
+            out[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+        return out
+
     def read(self, box: Box, level: int = 0, *, bands=None) -> np.ndarray:
         """(h, w, c) pixels of ``box`` (in that level's pixels) in the native dtype; c = len(bands) or all bands.
 
-        Raises RegionError for a box outside the level and DamagedTileError when the decoder reports corrupt data.
+        Raises RegionError for a box outside the level and DamagedTileError when the decoder reports corrupt data
+        (outside ``collect_damage``; inside, damaged native tiles are filled and logged).
         """
         box = self._check(box, level)
         bands = self._check_bands(bands)
+        stack = getattr(self._local, "damage", None)
+        damage = stack[-1] if stack else None
         if level < self._native:
-            out = self._read_native(box, level, bands)
-        else:
-            out = self._computed.read(box, level, bands)
+            if damage is None:
+                return self._read_native(box, level, bands)
+            out, bad = self._salvage_native(box, level, bands, damage.fill)
+            for cell, reason in bad:
+                damage.add(self._area(level, cell, reason))
+            return out
+        out, bad = self._computed.read(box, level, bands)
+        if not bad:
+            return out
+        source = self._native - 1
+        areas = [self._area(source, cell, reason) for cell, reason in bad]
+        if damage is None:
+            raise DamagedTileError(
+                f"{self.path}: {len(areas)} damaged tile(s) under {box.to_list()} at level {level}: {areas[0].reason}",
+                box,
+                level,
+                tiles=[a.box for a in areas],
+                reason=areas[0].reason,
+            )
+        out = np.array(out)
+        fill = np.asarray(damage.fill).astype(out.dtype)
+        for area in areas:
+            damage.add(area)
+            part = self._computed.footprint(area.box, level).intersect(box)
+            if part is not None:
+                out[part.y - box.y : part.y1 - box.y, part.x - box.x : part.x1 - box.x] = fill
         return out
 
     def read_region(self, box0: Box, level: int, out_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -260,8 +326,12 @@ class SlideReader(ABC):
                 level = meta.level_count - 1
                 w, h = meta.level_dimensions[level]
                 bands = list(meta.rgb_bands)
-                data = self.read(Box(0, 0, w, h), level, bands=bands).astype(np.float64)
-                valid = self.valid_mask(Box(0, 0, w, h), level)
+                with self.collect_damage(isolated=True) as damage:
+                    data = self.read(Box(0, 0, w, h), level, bands=bands).astype(np.float64)
+                    valid = self.valid_mask(Box(0, 0, w, h), level)
+                if damage:
+                    good = ~self.damaged_pixels(damage.areas, Box(0, 0, w, h), level)
+                    valid = good if valid is None else valid & good
                 stretch = []
                 for i in range(len(bands)):
                     v = data[..., i][valid] if valid is not None else data[..., i].ravel()
@@ -321,7 +391,10 @@ class SlideReader(ABC):
         ds = max(w0, h0) / max_size
         level = self.best_level_for_downsample(max(ds, 1.0))
         w, h = self.meta.level_dimensions[level]
-        rgb = self.read_rgb(Box(0, 0, w, h), level)
+        with self.collect_damage() as damage:  # an overview shows damaged tiles black, never fails for them
+            rgb = self.read_rgb(Box(0, 0, w, h), level)
+        if damage:
+            log.warning("%s: %s; the overview shows them black", self.path, damage.summary())
         scale = max(w, h) / max_size
         if scale > 1:
             rgb = resize_image(rgb, (max(1, round(w / scale)), max(1, round(h / scale))))
@@ -366,23 +439,3 @@ class SlideReader(ABC):
         }
         dtype = np.dtype(self.meta.dtype)
         return da.Array(dsk, name, chunks=(row_sizes, col_sizes, (len(bands),)), dtype=dtype)
-
-
-def resize_image(data: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (h, w, c) to (width, height): area averaging when shrinking, bilinear when growing."""
-    w, h = size
-    if data.dtype == np.uint8 and data.shape[2] in (1, 3, 4):
-        from PIL import Image
-
-        img = Image.fromarray(np.ascontiguousarray(data[..., 0] if data.shape[2] == 1 else data))
-        shrinking = w < data.shape[1] and h < data.shape[0]
-        out = np.asarray(img.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR))
-        return out.reshape(h, w, data.shape[2])
-    from skimage.transform import resize
-
-    shrinking = w < data.shape[1] or h < data.shape[0]
-    out = resize(data, (h, w, data.shape[2]), order=1, preserve_range=True, anti_aliasing=shrinking)
-    if data.dtype.kind in "ui":
-        info = np.iinfo(data.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(data.dtype)

@@ -5,6 +5,7 @@ The extension is used only to word an error: a text file named ``.svs`` is "not 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -216,11 +217,27 @@ def _openslide_vendor(path: Path) -> str | None:
         return None
 
 
+def _why_missing(path: Path) -> str:
+    """Why ``path`` cannot be reached: a symbolic link loop, a dangling link, or nothing there."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop (following its links never reaches a file)"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (following its links never reaches a file)"
+        if e.errno == errno.EACCES:
+            return "permission denied on a folder of the path"
+    if os.path.lexists(path) and path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "no such file or folder"
+
+
 def detect(path) -> Detection:
     """Pick the backend for ``path`` from its content; raise a VimscopeError that says what is wrong otherwise."""
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
-        raise SlideNotFoundError(f"{path}: no such file or folder")
+        raise SlideNotFoundError(f"{path}: {_why_missing(path)}")
     if path.is_dir():
         return _detect_folder(path)
     size = path.stat().st_size

@@ -1,7 +1,7 @@
 """PNG and JPEG through Pillow, for small images (tiles, crops, exported figures).
 
 The whole image is decoded once, on the first read, and shared by all threads (it is read-only).
-Pillow does not report libjpeg's corrupt-data warnings either, so a JPEG is checked with ``jpegcheck`` first;
+Pillow does not report libjpeg's corrupt-data warnings either, so a JPEG is checked with ``io.jpeg.check`` first;
 a truncated file (no PNG IEND chunk / no JPEG EOI marker at its end) is refused at open.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vimscope.errors import CorruptSlideError, DamagedTileError, UnsupportedFormatError
+from vimscope.errors import CorruptSlideError, DamagedTileError, DecodeLimitError, UnsupportedFormatError
 from vimscope.io.base import SlideReader
 from vimscope.io.meta import SlideMeta
 from vimscope.io.tiffmeta import PLACEHOLDER_DPI
@@ -34,6 +34,17 @@ MODES = {
     "I": (1, "int32", None, None),
     "F": (1, "float32", None, None),
 }
+
+
+def _pillow_bomb(path: Path, error: Exception) -> DecodeLimitError:
+    """Pillow's own decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, twice over) as a one-line refusal: it stays
+    in force (it is Pillow's global) for an image under our limit but over Pillow's (~179 Mpx)."""
+    from PIL import Image
+
+    return DecodeLimitError(
+        f"{path}: {str(error).split(',')[0]} (Pillow refuses more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels): "
+        "a decompression bomb, or an image to convert to a tiled TIFF"
+    )
 
 
 def _truncated(path: Path, kind: str) -> bool:
@@ -58,17 +69,32 @@ class ImageReader(SlideReader):
     def _open(self):
         return None  # pixels are shared; nothing per thread
 
+    def _check_header(self, path: Path) -> None:
+        """Our decode limit from the PNG/JPEG header itself, before Pillow parses anything (at one byte per pixel,
+        the least any mode takes: the exact check follows once Pillow has read the mode)."""
+        from vimscope.io.jpeg.frames import HEAD_BYTES, JPEG, PNG, claimed_size
+
+        with open(path, "rb") as fh:
+            head = fh.read(max(HEAD_BYTES, 64 << 10))
+        size = claimed_size(head, PNG) or claimed_size(head, JPEG)
+        if size:
+            kind = "PNG" if head.startswith(b"\x89PNG") else "JPEG"
+            self._check_decoded(f"the {kind} image", (size[1], size[0], 1), 1)
+
     def _read_meta(self, handle) -> SlideMeta:
         from PIL import Image
 
         path = Path(self.source)
+        self._check_header(path)
         try:
             with Image.open(path) as img:
                 kind = (img.format or "").lower()
                 mode, size, info = img.mode, img.size, dict(img.info)
         except Image.DecompressionBombError as e:
-            raise UnsupportedFormatError(f"{path}: too large for a PNG/JPEG reader; convert it to a tiled TIFF") from e
-        except OSError as e:
+            raise _pillow_bomb(path, e) from None
+        except (OSError, ValueError) as e:  # Pillow's ValueError: e.g. a text chunk that decompresses too far
+            if "too large" in str(e).lower():
+                raise DecodeLimitError(f"{path}: {e} (Pillow's limit): a decompression bomb") from None
             raise CorruptSlideError(f"{path}: cannot be read as an image ({e})") from e
         if kind not in ("png", "jpeg"):
             raise UnsupportedFormatError(f"{path}: {kind or 'unknown'} images are not supported")
@@ -77,6 +103,7 @@ class ImageReader(SlideReader):
         if mode not in MODES:
             raise UnsupportedFormatError(f"{path}: Pillow image mode {mode!r} is not supported")
         bands, dtype, alpha, self._convert = MODES[mode]
+        self._check_decoded(f"the {kind.upper()} image", (size[1], size[0], bands), np.dtype(dtype).itemsize)
         self._kind = kind
         mpp = None
         dpi = info.get("dpi")
@@ -110,19 +137,21 @@ class ImageReader(SlideReader):
                 path = Path(self.source)
                 whole = Box(0, 0, *self.meta.dimensions)
                 if self._kind == "jpeg":
-                    from vimscope.io.jpegcheck import check_jpeg
+                    from vimscope.io.jpeg.check import check_jpeg
 
                     problem = check_jpeg(path.read_bytes())
                     if problem:
-                        raise DamagedTileError(f"{path}: {problem}", whole, 0)
+                        raise DamagedTileError(f"{path}: {problem}", whole, 0, reason=problem)
                 try:
                     with Image.open(path) as img:
                         img.load()
                         if self._convert:
                             img = img.convert(self._convert)
                         data = np.asarray(img)
-                except OSError as e:
-                    raise DamagedTileError(f"{path}: damaged image data ({e})", whole, 0) from e
+                except Image.DecompressionBombError as e:
+                    raise _pillow_bomb(path, e) from None
+                except (OSError, ValueError) as e:
+                    raise DamagedTileError(f"{path}: damaged image data ({e})", whole, 0, reason=str(e)) from e
                 if data.ndim == 2:
                     data = data[..., None]
                 data = data.astype(self.meta.dtype, copy=False)

@@ -84,3 +84,22 @@ class SlideMeta:
         if kw.get("stretch") is not None:
             kw["stretch"] = [tuple(s) for s in kw["stretch"]]
         return cls(**kw)
+
+
+_RGB_NAMES = (("b04", "b4", "red", "r"), ("b03", "b3", "green", "g"), ("b02", "b2", "blue", "b"))
+
+
+def choose_rgb_bands(names: list[str] | None, bands: int, is_rgb: bool, alpha_band: int | None) -> list[int]:
+    """Bands shown as R, G, B: natural colour where names tell (Sentinel-2 B04/B03/B02, red/green/blue)."""
+    if is_rgb:
+        return [0, 1, 2]
+    if names:
+        lowered = [n.lower() for n in names]
+        picked = []
+        for choices in _RGB_NAMES:
+            found = next((lowered.index(c) for c in choices if c in lowered), None)
+            picked.append(found)
+        if all(p is not None for p in picked):
+            return picked
+    data_bands = [b for b in range(bands) if b != alpha_band]
+    return data_bands[:3] if len(data_bands) >= 3 else data_bands

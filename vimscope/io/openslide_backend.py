@@ -4,7 +4,7 @@ An OpenSlide handle is dead after its first read error (measured on a corrupted 
 so a read error closes this thread's handle, reports the box as damaged, and the next read reopens.
 OpenSlide turns libjpeg's corrupt-data errors into read errors but lets some damage through (22 of 30 corrupted
 SVS tiles flagged in tests/io/test_damage.py); for Aperio SVS, whose levels are the TIFF's own pages, the raw
-tiles are also checked with ``jpegcheck`` before OpenSlide decodes them (29 of 30 flagged).
+tiles are also checked with ``io.jpeg.check`` before OpenSlide decodes them (29 of 30 flagged).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from vimscope.errors import CorruptSlideError, DamagedTileError, UnsupportedFormatError
 from vimscope.io.base import SlideReader
+from vimscope.io.jpeg.tilecheck import TileChecker
 from vimscope.io.meta import SlideMeta
-from vimscope.io.tilecheck import TileChecker
 from vimscope.types import Box
 
 
@@ -92,6 +92,9 @@ class OpenSlideReader(SlideReader):
             th = props.get(f"openslide.level[{level}].tile-height")
             tiles.append((int(tw), int(th)) if tw and th else None)
         self._native_tile_sizes = tiles
+        for level, tile in enumerate(tiles):
+            if tile is not None:
+                self._check_decoded(f"a tile of level {level}", (tile[1], tile[0], 4), 1)
         bg = props.get("openslide.background-color") or "FFFFFF"
         self._background = np.array([int(bg[i : i + 2], 16) for i in (0, 2, 4)], np.uint16)
 
@@ -133,10 +136,15 @@ class OpenSlideReader(SlideReader):
         except openslide.OpenSlideError as e:
             self._drop_handle()
             raise DamagedTileError(
-                f"{self.path}: damaged data in {box.to_list()} at level {level} ({e})", box, level
+                f"{self.path}: damaged data in {box.to_list()} at level {level} ({e})", box, level, reason=str(e)
             ) from e
         rgb = self._composite(np.asarray(region))
         return rgb if bands == [0, 1, 2] else np.ascontiguousarray(rgb[..., bands])
 
     def _read_associated(self, handle: _Handle, name: str) -> np.ndarray:
+        props = handle.slide.properties
+        w = props.get(f"openslide.associated.{name}.width")
+        h = props.get(f"openslide.associated.{name}.height")
+        if w and h:
+            self._check_decoded(f"the {name} image", (int(h), int(w), 4), 1)
         return self._composite(np.asarray(handle.slide.associated_images[name].convert("RGBA")))

@@ -3,21 +3,19 @@
 WHY: a thumbnail, a tissue mask or a zoomed-out view of a 50k-px plain TIFF must not hold level 0 in memory.
 Each computed level averages f x f blocks of the file's coarsest level, read in row strips of bounded size.
 Levels small enough (``CACHE_BYTES``) are computed once and kept; larger ones are recomputed per read.
+A damaged tile of the source level costs its own pixels only: the source is read around it (``io.damage``), its
+footprint is 0 here, and every read names the damaged source tiles under its box so the reader can report them.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
-from vimscope.errors import DamagedTileError
 from vimscope.types import Box
-
-log = logging.getLogger("vimscope.io")
 
 MAX_OVERVIEW_SIDE = 1024  # add levels until the coarsest one fits in this many pixels per side
 CACHE_BYTES = 64 << 20  # a computed level at most this big is kept in memory once computed
@@ -73,12 +71,13 @@ def block_mean(data: np.ndarray, f: int) -> np.ndarray:
 class ComputedLevels:
     """Levels ``first``, ``first + 1``... of a reader, each a factor 2 coarser than the one before.
 
-    ``read_source(box, bands)`` reads the file's coarsest level (native dtype, (h, w, c)).
+    ``read_source(box, bands)`` reads the file's coarsest level around damaged tiles: (pixels (h, w, c) in the
+    native dtype, with damaged tiles 0; [(damaged tile box in source pixels, reason)]).
     """
 
     def __init__(
         self,
-        read_source: Callable[[Box, list[int]], np.ndarray],
+        read_source: Callable[[Box, list[int]], tuple[np.ndarray, list[tuple[Box, str]]]],
         source_size: tuple[int, int],
         first: int,
         bands: int,
@@ -92,7 +91,7 @@ class ComputedLevels:
         self.sizes = computed_level_sizes(*source_size)
         self._cache: dict[int, np.ndarray] = {}
         self._lock = threading.RLock()
-        self.damaged: list[tuple[int, Box]] = []  # source boxes that could not be read while caching
+        self.damaged: dict[tuple[int, ...], tuple[Box, str]] = {}  # damaged source tiles met while caching
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -104,32 +103,37 @@ class ComputedLevels:
         w, h, _ = self.sizes[level - self.first]
         return w * h * self.bands * self.dtype.itemsize <= CACHE_BYTES
 
-    def read(self, box: Box, level: int, bands: list[int]) -> np.ndarray:
-        if self._cacheable(level):
-            full = self._materialise(level)
-            return full[box.y : box.y1, box.x : box.x1][..., bands]
-        return self._from_source(box, level, bands, tolerate_damage=False)
+    def footprint(self, source_box: Box, level: int) -> Box:
+        """The pixels of computed ``level`` that a box of the source level touches (rounded outwards)."""
+        f = self.factor(level)
+        w, h, _ = self.sizes[level - self.first]
+        x0, y0 = source_box.x // f, source_box.y // f
+        return Box(x0, y0, min(w, -(-source_box.x1 // f)) - x0, min(h, -(-source_box.y1 // f)) - y0)
 
-    def _from_source(self, box: Box, level: int, bands: list[int], tolerate_damage: bool) -> np.ndarray:
+    def read(self, box: Box, level: int, bands: list[int]) -> tuple[np.ndarray, list[tuple[Box, str]]]:
+        """(pixels of ``box`` at computed ``level``, [(damaged source tile, reason)] whose footprint it touches)."""
+        if not self._cacheable(level):
+            return self._from_source(box, level, bands)
+        full = self._materialise(level)
+        with self._lock:
+            damaged = list(self.damaged.values())
+        under = [(b, r) for b, r in damaged if self.footprint(b, level).intersect(box) is not None]
+        return full[box.y : box.y1, box.x : box.x1][..., bands], under
+
+    def _from_source(self, box: Box, level: int, bands: list[int]) -> tuple[np.ndarray, list[tuple[Box, str]]]:
         f = self.factor(level)
         sw, sh = self.source_size
         x0, x1 = box.x * f, min(box.x1 * f, sw)
         out = np.zeros((box.h, box.w, len(bands)), self.dtype)
+        damaged: list[tuple[Box, str]] = []
         rows_per_strip = max(1, STRIP_PIXELS // max(1, (x1 - x0) * f))
         for r0 in range(0, box.h, rows_per_strip):
             r1 = min(box.h, r0 + rows_per_strip)
             y0, y1 = (box.y + r0) * f, min((box.y + r1) * f, sh)
-            src_box = Box(x0, y0, x1 - x0, y1 - y0)
-            try:
-                src = self._read_source(src_box, bands)
-            except DamagedTileError:
-                if not tolerate_damage:
-                    raise
-                self.damaged.append((self.first - 1, src_box))
-                log.warning("damaged data in %s of the source level; the overview shows it as 0", src_box)
-                continue
+            src, bad = self._read_source(Box(x0, y0, x1 - x0, y1 - y0), bands)
+            damaged += bad
             out[r0:r1] = block_mean(src, f)
-        return out
+        return out, damaged
 
     def _materialise(self, level: int) -> np.ndarray:
         cached = self._cache.get(level)
@@ -145,7 +149,9 @@ class ComputedLevels:
                 finer = self._materialise(level - 1)
                 data = block_mean(finer, 2)[:h, :w]
             else:
-                data = self._from_source(Box(0, 0, w, h), level, all_bands, tolerate_damage=True)
+                data, damaged = self._from_source(Box(0, 0, w, h), level, all_bands)
+                for b, reason in damaged:
+                    self.damaged.setdefault(tuple(b.to_list()), (b, reason))
             data.setflags(write=False)
             self._cache[level] = data
             return data

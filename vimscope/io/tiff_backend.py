@@ -2,26 +2,29 @@
 
 Also reads SVS and NDPI when asked (``backend="tifffile"``). Pixels are decoded through tifffile's zarr store
 (which handles strips, tiles, planar layouts and channel-per-page series); before a JPEG tile is decoded its
-raw bytes are checked once with ``jpegcheck`` because imagecodecs hides libjpeg's corrupt-data warnings.
+raw bytes are checked once with ``io.jpeg.check`` because imagecodecs hides libjpeg's corrupt-data warnings.
 A COG's internal mask pages are a separate series here, never mistaken for pyramid levels (OpenSlide's mistake).
 """
 
 from __future__ import annotations
 
+import lzma
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from vimscope.errors import CorruptSlideError, DamagedTileError
 from vimscope.io import tiffmeta
-from vimscope.io.base import SlideReader, choose_rgb_bands
+from vimscope.io.base import SlideReader
 from vimscope.io.detect import quiet_tifffile
-from vimscope.io.meta import SlideMeta
-from vimscope.io.tilecheck import TileChecker
+from vimscope.io.jpeg.tilecheck import TileChecker
+from vimscope.io.meta import SlideMeta, choose_rgb_bands
 from vimscope.types import Box
 
-DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError, IndexError)
+# what codecs raise for corrupt data (imagecodecs and numcodecs: RuntimeError/ValueError; the stdlib its own)
+DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError, IndexError, zlib.error, lzma.LZMAError)
 ASSOCIATED_SERIES = {"thumbnail", "label", "macro", "overview"}
 
 
@@ -64,10 +67,11 @@ class TiffReader(SlideReader):
         with quiet_tifffile():
             page = series.keyframe
             dims, tiles = [], []
-            for lvl in series.levels:
+            for index, lvl in enumerate(series.levels):
                 shape = dict(zip(lvl.axes, lvl.shape))
                 dims.append((int(shape["X"]), int(shape["Y"])))
                 kf = lvl.keyframe
+                self._check_page(kf, f"a {'tile' if kf.is_tiled else 'strip'} of level {index}")
                 if kf.is_tiled:
                     tiles.append((int(kf.tilewidth), int(kf.tilelength)))
                 else:
@@ -143,9 +147,16 @@ class TiffReader(SlideReader):
         meta.band_names = names if names and len(names) == meta.bands else None
         meta.associated = sorted(self._associated_pages)
 
+    def _check_page(self, page, what: str) -> None:
+        """The decoded size of one segment (tile or strip) of ``page``, from its tags, against the limit."""
+        itemsize = page.dtype.itemsize if page.dtype is not None else max(1, int(page.bitspersample) // 8)
+        self._check_decoded(what, page.chunks, itemsize)
+
     def _read_associated(self, handle: _Handle, name: str) -> np.ndarray:
         kind, index = self._associated_pages[name]
         with quiet_tifffile():
+            whole = handle.tif.series[index] if kind == "series" else handle.tif.pages[index]
+            self._check_decoded(f"the {name} image", whole.shape, np.dtype(whole.dtype).itemsize)
             data = handle.tif.series[index].asarray() if kind == "series" else handle.tif.pages[index].asarray()
         return data[..., None] if data.ndim == 2 else data
 
@@ -172,8 +183,9 @@ class TiffReader(SlideReader):
         try:
             data = arr.get_orthogonal_selection(tuple(key)) if select_here else arr[tuple(key)]
         except DECODE_ERRORS as e:
+            reason = f"{type(e).__name__}: {e}"
             raise DamagedTileError(
-                f"{self.path}: damaged data in {box.to_list()} at level {level} ({type(e).__name__}: {e})", box, level
+                f"{self.path}: damaged data in {box.to_list()} at level {level} ({reason})", box, level, reason=reason
             ) from e
         kept = [a for a in axes if a in "YXCS"]
         order = [kept.index("Y"), kept.index("X")] + [i for i, a in enumerate(kept) if a in "CS"]

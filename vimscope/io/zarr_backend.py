@@ -7,20 +7,24 @@ display stretch (it is what the file's author chose).
 
 from __future__ import annotations
 
+import lzma
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from vimscope.errors import CorruptSlideError, DamagedTileError
-from vimscope.io.base import SlideReader, choose_rgb_bands
-from vimscope.io.meta import SlideMeta
+from vimscope.io.base import SlideReader
+from vimscope.io.codecs import register_jpeg_codec
+from vimscope.io.meta import SlideMeta, choose_rgb_bands
 from vimscope.types import Box
 
 UNITS_TO_UM = {
     "angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "micron": 1.0, "millimeter": 1e3,
     "centimeter": 1e4, "meter": 1e6, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3,
 }  # fmt: skip
-DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError, IndexError)
+# what codecs raise for corrupt data (imagecodecs and numcodecs: RuntimeError/ValueError; the stdlib its own)
+DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError, IndexError, zlib.error, lzma.LZMAError)
 
 
 def _multiscales(attrs: dict) -> dict:
@@ -46,6 +50,7 @@ class _Handle:
     def __init__(self, path: str):
         import zarr
 
+        register_jpeg_codec()  # a JPEG image copy (opt-in, or written by vimscope 0.1) names imagecodecs' codec
         try:
             self.group = zarr.open_group(path, mode="r")
             self.attrs = self.group.attrs.asdict()
@@ -103,6 +108,8 @@ class OmeZarrReader(SlideReader):
             file_size=sum(f.stat().st_size for f in Path(self.source).rglob("*") if f.is_file()),
         )
         self._native_tile_sizes = [(int(a.chunks[ix]), int(a.chunks[iy])) for a in arrays]
+        for index, a in enumerate(arrays):
+            self._check_decoded(f"a chunk of level {index}", a.chunks, np.dtype(a.dtype).itemsize)
         meta.rgb_bands = choose_rgb_bands(meta.band_names, bands, is_rgb, None)
         windows = [channels[b].get("window") if b < len(channels) else None for b in meta.rgb_bands]
         if not is_rgb and windows and all(w and "start" in w and "end" in w for w in windows):
@@ -125,8 +132,9 @@ class OmeZarrReader(SlideReader):
         try:
             data = handle.arrays[level].get_orthogonal_selection(tuple(key))
         except DECODE_ERRORS as e:
+            reason = f"{type(e).__name__}: {e}"
             raise DamagedTileError(
-                f"{self.path}: damaged chunk in {box.to_list()} at level {level} ({type(e).__name__}: {e})", box, level
+                f"{self.path}: damaged chunk in {box.to_list()} at level {level} ({reason})", box, level, reason=reason
             ) from e
         kept = [a for a in axes if a in ("y", "x", "c")]
         order = [kept.index("y"), kept.index("x")] + ([kept.index("c")] if "c" in kept else [])

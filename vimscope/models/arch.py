@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from vimscope.config import from_dict
 from vimscope.errors import ConfigError
 
-__all__ = ["VimArch", "HeadSpec", "parse_arch", "parse_head", "HEAD_TYPES"]
+__all__ = ["VimArch", "HeadSpec", "UNetArch", "parse_arch", "parse_head", "parse_unet_arch", "HEAD_TYPES"]
 
 HEAD_TYPES = ("classifier", "features", "linear", "unetr", "pointwise")
 
@@ -121,3 +121,25 @@ def parse_head(data: dict | HeadSpec | None) -> HeadSpec:
     if isinstance(data, HeadSpec):
         return data
     return from_dict(HeadSpec, data or {}, prefix="head.")
+
+
+@dataclass
+class UNetArch:
+    """Arguments of the U-Net baseline: ``depth`` 2x downsamplings from ``base`` channels (doubling each level)."""
+
+    base: int = 32
+    depth: int = 4
+
+    def validate(self) -> None:
+        if self.base <= 0 or not 1 <= self.depth <= 8:
+            raise ConfigError(f"arch: the U-Net needs base > 0 and depth 1-8, got base {self.base}, depth {self.depth}")
+
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.depth
+
+
+def parse_unet_arch(data: dict | UNetArch | None) -> UNetArch:
+    if isinstance(data, UNetArch):
+        return data
+    return from_dict(UNetArch, data or {}, prefix="arch.")

@@ -1,19 +1,11 @@
-"""Weights in and out: official hustvl/Vim ``.pth`` files and vimscope's own safetensors.
+"""Weights into models: read a weights file (official ``.pth`` or vimscope safetensors), map it, load it strictly.
 
-Official files are unpickled with ``torch.load(weights_only=True)`` and only ``argparse.Namespace`` allowed
-beyond tensors and plain containers: a checkpoint that would need anything else (code, custom classes) is
-refused with a message rather than executed. Loading is always strict; a mismatch names the keys.
+The formats themselves live beside this module: ``official`` (hustvl/Vim's pickles, read weights-only) and
+``safetensors_header`` / ``weights`` (vimscope's own). Loading is always strict; a mismatch names the keys.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import math
-import os
-import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,39 +13,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vimscope.config import ModelSpec, to_dict
+from vimscope.config import ModelSpec
 from vimscope.errors import ModelError
-from vimscope.models.arch import VimArch, parse_arch
+from vimscope.models.arch import parse_arch
 from vimscope.models.layers import resample_abs_pos_embed
-from vimscope.models.specs import (
-    FORMAT_TAG,
-    SPEC_METADATA_KEY,
-    finalize_spec,
-    is_safetensors,
-    load_spec,
-    safetensors_metadata,
-    spec_from_metadata,
-)
+from vimscope.models.official import read_official
+from vimscope.models.safetensors_header import looks_like_safetensors, read_header, spec_from_metadata
+from vimscope.models.weights import load_tensors
 
 __all__ = [
     "Checkpoint",
-    "OFFICIAL_NAMES",
     "read_checkpoint",
-    "official_arch",
     "checkpoint_filter_fn",
     "load_strict",
-    "save_weights",
+    "load_into",
+    "init_backbone",
 ]
-
-# hustvl/Vim's registered model names -> vimscope variants (architecture and IO contract)
-OFFICIAL_NAMES = {
-    "vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2": "vim_tiny",
-    "vim_tiny_patch16_stride8_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2": "vim_tiny_s8",
-    "vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2": "vim_small",
-    "vim_small_patch16_stride8_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2": "vim_small_s8",
-    "vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2": "vim_base",
-}
-OFFICIAL_LICENSE = "unknown: official-format Vim checkpoint, check the terms of its source"
 
 
 @dataclass
@@ -66,154 +41,23 @@ class Checkpoint:
     spec: ModelSpec
     args: dict = field(default_factory=dict)  # official: vars(args)
 
-
-# ---- reading ------------------------------------------------------------------------------------------------
-
-
-def _torch_load(path: Path):
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if not found:
-            raise ModelError(f"{path}: not a readable PyTorch checkpoint (damaged or another format)") from None
-        raise ModelError(
-            f"{path}: refused to load: the checkpoint contains {found.group(1)}, which weights-only loading "
-            "does not allow (only tensors, plain containers and argparse.Namespace are accepted)"
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
-
-
-def _state_dict_of(obj, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    if not isinstance(obj, Mapping):
-        raise ModelError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    args = obj.get("args")
-    if isinstance(args, argparse.Namespace):
-        args = vars(args)
-    args = dict(args) if isinstance(args, Mapping) else {}
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ModelError(f"{path}: no tensors found (expected {{'model': state_dict, 'args': ...}})")
-    return state, args
-
-
-def _refuse_unsupported(state: Mapping[str, torch.Tensor], name: str, path: Path) -> None:
-    """Official variants this implementation does not compute: say so instead of loading them wrongly."""
-    problems = []
-    if any(k.startswith("rope.") for k in state) or "rope" in name:
-        problems.append("rotary position embedding")
-    if "cls_token_head" in state:
-        problems.append("double class tokens")
-    elif "cls_token" not in state:
-        problems.append("no class token")
-    if ("cls_token" in name or "clstok" in name) and "mid" not in name:
-        problems.append("class token at the start of the sequence (only the middle class token is supported)")
-    if "pos_embed" not in state:
-        problems.append("no absolute position embedding")
-    if "patch_embed.proj.weight" not in state or "layers.0.mixer.A_log" not in state:
-        problems.append("not a Vision Mamba state dict")
-    elif "layers.0.mixer.conv1d_b.weight" not in state:
-        problems.append("not a bidirectional v2 (bimambav2) model")
-    if "bimambav2" in name and "div2" not in name:
-        problems.append("v2 blocks without the /2 average")
-    if problems:
-        raise ModelError(f"{path}: unsupported Vim variant ({'; '.join(problems)})")
-
-
-def official_arch(state: Mapping[str, torch.Tensor], args: Mapping) -> VimArch:
-    """The architecture of an official-format state dict, from its shapes and ``args`` (input_size, model)."""
-    w = state["patch_embed.proj.weight"]
-    embed_dim, in_chans, patch = w.shape[0], w.shape[1], w.shape[2]
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
-    d_inner, d_state = state["layers.0.mixer.A_log"].shape
-    if d_inner % embed_dim:
-        raise ModelError(f"inner width {d_inner} is not a multiple of the embedding width {embed_dim}")
-    dt_rank = state["layers.0.mixer.dt_proj.weight"].shape[1]
-    d_conv = state["layers.0.mixer.conv1d.weight"].shape[-1]
-    num_classes = state["head.weight"].shape[0] if "head.weight" in state else 0
-    num_patches = state["pos_embed"].shape[1] - 1
-    side = math.isqrt(num_patches)
-    if side * side != num_patches:
-        raise ModelError(f"pos_embed has {num_patches} patch rows, not a square grid")
-    named = re.search(r"stride(\d+)", str(args.get("model", "")))
-    stride = int(named.group(1)) if named else None
-    img = args.get("input_size")
-    if isinstance(img, int) and stride is None:
-        if side > 1 and (img - patch) % (side - 1) == 0:
-            stride = (img - patch) // (side - 1)
-        elif side == 1:
-            stride = patch
-    if stride is None:
-        stride = patch
-    img = (side - 1) * stride + patch
-    return parse_arch(
-        {
-            "img_size": [img, img],
-            "patch_size": patch,
-            "stride": stride,
-            "embed_dim": embed_dim,
-            "depth": depth,
-            "d_state": d_state,
-            "d_conv": d_conv,
-            "expand": d_inner // embed_dim,
-            "dt_rank": None if dt_rank == math.ceil(embed_dim / 16) else dt_rank,
-            "in_chans": in_chans,
-            "num_classes": num_classes,
-        }
-    )
-
-
-def _official_spec(state, args, path: Path) -> ModelSpec:
-    name = str(args.get("model", ""))
-    _refuse_unsupported(state, name, path)
-    arch = official_arch(state, args)
-    variant = OFFICIAL_NAMES.get(name)
-    if variant is not None:  # a registered official name: its variant must agree with the shapes
-        expected = parse_arch(load_spec(variant).arch)
-        for key in ("patch_size", "stride", "embed_dim", "depth", "d_state"):
-            if getattr(expected, key) != getattr(arch, key):
-                raise ModelError(
-                    f"{path}: args.model says {name} ({variant}) but the weights have {key} {getattr(arch, key)}"
-                )
-    spec = ModelSpec(
-        name=variant or path.stem,
-        arch=dataclasses.asdict(arch),
-        head={"type": "classifier" if arch.num_classes else "features"},
-        tile=arch.img_size[0],
-        halo=0,
-        in_chans=arch.in_chans,
-        mean=[0.485, 0.456, 0.406] if arch.in_chans == 3 else [0.5] * arch.in_chans,
-        std=[0.229, 0.224, 0.225] if arch.in_chans == 3 else [0.5] * arch.in_chans,
-        output="classifier" if arch.num_classes else "features",
-        license=OFFICIAL_LICENSE,
-        trained=True,
-        description=f"official-format Vim checkpoint {path.name}" + (f" ({name})" if name else ""),
-    )
-    return finalize_spec(spec)
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """The patch grid its position embedding was stored at (Vim family; None: square, from the row count)."""
+        return tuple(parse_arch(self.spec.arch).grid_size) if self.spec.family == "vim" else None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read an official ``.pth`` or a vimscope safetensors file (by content, not by extension)."""
+    """Read an official ``.pth`` or a vimscope safetensors file (by content; a ``.safetensors`` name is checked as
+    one whatever its content, so a damaged file gets the safetensors message)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
-    if is_safetensors(path):
-        from safetensors.torch import load_file
-
-        spec = spec_from_metadata(safetensors_metadata(path), str(path))
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise ModelError(f"{path}: damaged safetensors file ({e})") from None
-        return Checkpoint(path, "vimscope", state, spec)
-    state, args = _state_dict_of(_torch_load(path), path)
-    return Checkpoint(path, "official", state, _official_spec(state, args, path), args)
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
+        spec = spec_from_metadata(dict(read_header(path).get("__metadata__") or {}), str(path))
+        return Checkpoint(path, "vimscope", load_tensors(path), spec)
+    state, args, spec = read_official(path)
+    return Checkpoint(path, "official", state, spec, args)
 
 
 # ---- mapping and strict loading -----------------------------------------------------------------------------
@@ -269,37 +113,39 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state, strict=True)
 
 
-# ---- writing ------------------------------------------------------------------------------------------------
+def _vim_of(model: nn.Module) -> nn.Module | None:
+    from vimscope.models.vim import VisionMamba
+
+    return model if isinstance(model, VisionMamba) else getattr(model, "backbone", None)
 
 
-def save_weights(
-    model: nn.Module,
-    path: str | Path,
-    *,
-    spec: ModelSpec | None = None,
-    metadata: Mapping[str, str] | None = None,
-    dtype: torch.dtype | None = None,
-) -> Path:
-    """Write ``model``'s weights as safetensors with its spec (the full config) in the metadata; atomic.
+def load_into(model: nn.Module, ckpt: Checkpoint) -> None:
+    """Load ``ckpt`` into ``model`` strictly: the whole model (vimscope file) or its Vim part (official file)."""
+    source = str(ckpt.path)
+    vim = _vim_of(model)
+    if ckpt.kind == "vimscope":
+        state = dict(ckpt.state_dict)
+        key = "pos_embed" if vim is model else "backbone.pos_embed"
+        if vim is not None and key in state:  # follows an img_size override
+            state[key] = resample_abs_pos_embed(state[key], vim.arch.grid_size, ckpt.grid)
+        load_strict(model, state, source)
+        return
+    if vim is None:
+        raise ModelError(f"{source}: Vim weights cannot initialise model {model.spec.name} (it has no Vim backbone)")
+    load_strict(vim, checkpoint_filter_fn(ckpt.state_dict, vim, ckpt.grid), source)
 
-    ``dtype`` (e.g. torch.float16 for shipping) converts floating-point tensors; ``metadata`` adds string
-    entries (training epoch, data hash...). ``create_model(weights=path)`` rebuilds and loads it strictly.
-    """
-    from safetensors.torch import save_file
 
-    spec = spec if spec is not None else getattr(model, "spec", None)
-    if spec is None:
-        raise ModelError("save_weights needs a model with .spec or an explicit spec")
-    tensors = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu()
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        tensors[key] = value.contiguous()
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    meta.update({"format": FORMAT_TAG, SPEC_METADATA_KEY: json.dumps(to_dict(spec))})
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+def init_backbone(model: nn.Module, path: str | Path) -> None:
+    """Load a Vim checkpoint into the model's backbone only, the head keeping its fresh initialisation
+    (``vimscope train --init``): an official file (classifier dropped, position embedding resampled to the
+    training grid) or the ``backbone.*`` tensors of a vimscope file (e.g. a model trained on other labels)."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise ModelError(f"--init needs a Vim model; {model.spec.name} ({model.spec.family}) has no Vim backbone")
+    ckpt = read_checkpoint(path)
+    state = ckpt.state_dict
+    if ckpt.kind == "vimscope":
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        if not state:
+            raise ModelError(f"{path}: holds no backbone weights")
+    load_strict(backbone, checkpoint_filter_fn(state, backbone, ckpt.grid), str(path))

@@ -7,7 +7,11 @@
 - ``create_model("vim_tiny", weights="vim_t.pth", head=..., classes=...)``: the named dense model with its
   backbone initialised from the official checkpoint (classifier dropped, position embedding kept at the
   checkpoint's grid and resampled per tile); e.g. ``vimscope train --init``.
-- ``create_model(weights="model.safetensors")``: a vimscope checkpoint, rebuilt from its embedded spec.
+- ``create_model(weights="model.safetensors")``: a vimscope checkpoint (any family: Vim, U-Net...), rebuilt
+  from its embedded spec.
+
+Which module a spec builds is its family's business (``vimscope.models.families``): a new backbone registers
+a family with ``register_family`` and this factory builds it unchanged.
 
 Overrides are ModelSpec fields (``tile``, ``classes``, ``head``, ``output``...) or VimArch fields (``depth``,
 ``img_size``...). The model is returned in eval mode; call ``.train()`` to fine-tune.
@@ -26,13 +30,12 @@ from torch import nn
 from vimscope.config import ModelSpec
 from vimscope.errors import ModelError
 from vimscope.models.arch import parse_arch
-from vimscope.models.checkpoint import Checkpoint, checkpoint_filter_fn, load_strict, read_checkpoint
-from vimscope.models.layers import resample_abs_pos_embed
-from vimscope.models.segmentation import build_model
-from vimscope.models.specs import apply_overrides, load_spec
-from vimscope.models.vim import VisionMamba
+from vimscope.models.checkpoint import load_into, read_checkpoint
+from vimscope.models.families import get_family
+from vimscope.models.resolve import load_spec
+from vimscope.models.specs import apply_overrides
 
-__all__ = ["create_model", "packaged_weights_path"]
+__all__ = ["build_model", "create_model", "packaged_weights_path"]
 
 
 def packaged_weights_path(spec: ModelSpec) -> Path:
@@ -42,24 +45,15 @@ def packaged_weights_path(spec: ModelSpec) -> Path:
     return path
 
 
-def _load(model: nn.Module, ckpt: Checkpoint) -> None:
-    """Load ``ckpt`` into ``model`` strictly: the whole model (vimscope file) or the Vim part (official file)."""
-    source = str(ckpt.path)
-    vim = model if isinstance(model, VisionMamba) else getattr(model, "backbone", None)
-    old_grid = tuple(parse_arch(ckpt.spec.arch).grid_size) if ckpt.spec.family == "vim" else None
-    if ckpt.kind == "vimscope":
-        state = dict(ckpt.state_dict)
-        key = "pos_embed" if vim is model else "backbone.pos_embed"
-        if vim is not None and key in state:  # follows an img_size override
-            state[key] = resample_abs_pos_embed(state[key], vim.arch.grid_size, old_grid)
-        load_strict(model, state, source)
-        return
-    if vim is None:
-        raise ModelError(f"{source}: Vim weights cannot initialise model {model.spec.name} (it has no Vim backbone)")
-    load_strict(vim, checkpoint_filter_fn(ckpt.state_dict, vim, old_grid), source)
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A freshly initialised model of ``spec``'s family (global torch RNG), carrying ``.spec``, in train mode."""
+    model = get_family(spec.family).builder()(spec)
+    if getattr(model, "spec", None) is None:
+        model.spec = spec
+    return model
 
 
-def create_model(name: str | None = None, weights: str | Path | None = None, **overrides: Any) -> nn.Module:
+def create_model(name: str | Path | None = None, weights: str | Path | None = None, **overrides: Any) -> nn.Module:
     """Build a model (see the module docstring). Raises ModelError for unknown names, unusable weights, mismatches."""
     if name is None and weights is None:
         raise ModelError("give a model name or a weights file")
@@ -83,5 +77,5 @@ def create_model(name: str | None = None, weights: str | Path | None = None, **o
         torch.manual_seed(zlib.crc32(spec.name.encode()))
         model = build_model(spec)
     if ckpt is not None:
-        _load(model, ckpt)
+        load_into(model, ckpt)
     return model.eval()

@@ -9,8 +9,6 @@ Output keys (all raw, before any activation):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -20,14 +18,14 @@ from vimscope.models.arch import parse_arch, parse_head
 from vimscope.models.heads import FeatureHead, LinearHead, PointwiseHead, UNETRHead
 from vimscope.models.vim import VisionMamba
 
-__all__ = ["SegmentationModel", "build_model", "output_maps", "register_family", "FAMILIES"]
+__all__ = ["SegmentationModel", "build_pointwise", "build_vim", "dense_model", "output_maps"]
 
 
 def output_maps(spec: ModelSpec) -> dict[str, int]:
     """Name -> channels of what a dense model built from ``spec`` returns, in channel order."""
     head = parse_head(spec.head)
     if head.type == "features":
-        return {"features": parse_arch(spec.arch).embed_dim}
+        return {"features": int(spec.arch.get("embed_dim", parse_arch({}).embed_dim))}  # any Vim-like family
     if not spec.classes:
         raise ModelError(f"model {spec.name}: a {head.type} head needs classes in its config")
     return {"logits": len(spec.classes), **head.extra_maps}
@@ -71,7 +69,8 @@ class SegmentationModel(nn.Module):
         return self.backbone.forward_features(x)
 
 
-def _build_pointwise(spec: ModelSpec) -> nn.Module:
+def build_pointwise(spec: ModelSpec) -> nn.Module:
+    """The ``pointwise`` family: no backbone, a per-pixel MLP head (exact-stitching tests)."""
     head = parse_head(spec.head)
     if head.type != "pointwise":
         raise ModelError(f"model {spec.name}: the pointwise family needs head.type pointwise")
@@ -79,7 +78,8 @@ def _build_pointwise(spec: ModelSpec) -> nn.Module:
     return SegmentationModel(spec, None, PointwiseHead(spec.in_chans, channels, head.hidden, head.seed))
 
 
-def _build_vim(spec: ModelSpec) -> nn.Module:
+def build_vim(spec: ModelSpec) -> nn.Module:
+    """The ``vim`` family: VisionMamba + a dense head (or the official classifier, for ``head.type: classifier``)."""
     head = parse_head(spec.head)
     arch = parse_arch(spec.arch)
     if arch.in_chans != spec.in_chans:
@@ -92,37 +92,23 @@ def _build_vim(spec: ModelSpec) -> nn.Module:
         return model
     if head.type == "pointwise":
         raise ModelError(f"model {spec.name}: head.type pointwise needs family pointwise")
-    if arch.num_classes:
+    return dense_model(spec, VisionMamba.from_arch(arch))
+
+
+def dense_model(spec: ModelSpec, backbone: nn.Module) -> SegmentationModel:
+    """``backbone`` (a Vim-like family's, with ``embed_dim`` and ``num_classes``) under the dense head that
+    ``spec.head`` names: one place for the heads of every Vim-like family."""
+    head = parse_head(spec.head)
+    if backbone.num_classes:
         raise ModelError(f"model {spec.name}: arch.num_classes is for head.type classifier, not {head.type}")
-    backbone = VisionMamba.from_arch(arch)
     channels = sum(output_maps(spec).values())
     if head.type == "features":
         dense = FeatureHead()
     elif head.type == "linear":
-        dense = LinearHead(arch.embed_dim, channels)
+        dense = LinearHead(backbone.embed_dim, channels)
     else:
         try:
             dense = UNETRHead(backbone, spec.in_chans, channels, head)
         except ValueError as e:
             raise ModelError(f"model {spec.name}: {e}") from None
     return SegmentationModel(spec, backbone, dense)
-
-
-FAMILIES: dict[str, Callable[[ModelSpec], nn.Module]] = {"vim": _build_vim, "pointwise": _build_pointwise}
-
-
-def register_family(name: str, builder: Callable[[ModelSpec], nn.Module]) -> None:
-    """Let ``build_model`` / ``create_model`` build another family (e.g. a baseline): ``builder(spec)`` returns
-    a module with ``.spec`` whose ``forward`` follows the dense contract. Its spec is used as given."""
-    FAMILIES[name] = builder
-
-
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A freshly initialised model for ``spec`` (global torch RNG, except the pointwise model's own seed)."""
-    builder = FAMILIES.get(spec.family)
-    if builder is None:
-        raise ModelError(f"model {spec.name}: unknown model family {spec.family!r} (known: {', '.join(FAMILIES)})")
-    model = builder(spec)
-    if getattr(model, "spec", None) is None:
-        model.spec = spec
-    return model

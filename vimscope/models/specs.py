@@ -1,33 +1,23 @@
-"""Model specs without torch: the packaged configs, overrides, and the spec embedded in a vimscope weights file.
+"""Model specs without torch: the packaged configs (the IO contract of each model), validation and overrides.
 
-``vimscope info --model`` and the pipeline's planning read specs; only building a model needs torch.
+``configs/models/<name>.yaml`` is the one source of a packaged model's contract (mpp, tile, halo, mean/std,
+classes, post-processing, architecture); ``finalize_spec`` checks it through its family's contract
+(``vimscope.models.families``). Weights files carry a copy of the spec they were trained with
+(``vimscope.models.safetensors_header``); ``vimscope.models.resolve.load_spec`` reads any of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
 from vimscope.config import ClassSpec, ModelSpec, from_dict, packaged_names, to_dict
 from vimscope.errors import ConfigError, ModelError
-from vimscope.models.arch import VimArch, parse_arch, parse_head
+from vimscope.models.families import get_family
 
-__all__ = [
-    "list_models",
-    "load_spec",
-    "finalize_spec",
-    "apply_overrides",
-    "is_safetensors",
-    "safetensors_metadata",
-    "SPEC_METADATA_KEY",
-    "FORMAT_TAG",
-]
+__all__ = ["list_models", "packaged_spec", "spec_from_yaml", "finalize_spec", "apply_overrides", "class_dicts"]
 
-SPEC_METADATA_KEY = "vimscope.spec"  # safetensors metadata entry holding the ModelSpec as JSON
-FORMAT_TAG = "vimscope-model/1"
 PALETTE = [
     [0, 0, 0],
     [230, 25, 75],
@@ -50,19 +40,11 @@ def list_models() -> list[str]:
 
 
 def finalize_spec(spec: ModelSpec) -> ModelSpec:
-    """Validate ``arch`` and ``head`` of the vim and pointwise families and derive ``size_multiple`` from them."""
+    """Check ``spec`` through its family's contract (which completes ``arch``/``head`` and sets ``size_multiple``)."""
+    family = get_family(spec.family)
     try:
-        if spec.family in ("vim", "pointwise"):
-            spec.head = dataclasses.asdict(parse_head(spec.head))
-        if spec.family == "vim":
-            arch = parse_arch(spec.arch)
-            spec.arch = dataclasses.asdict(arch)
-            spec.size_multiple = arch.stride
-        elif spec.family == "pointwise":
-            if spec.arch:
-                raise ConfigError("the pointwise family takes no arch")
-            spec.size_multiple = 1
-        # other families (registered with vimscope.models.segmentation.register_family) keep arch and head as given
+        if family.contract is not None:
+            family.contract(spec)
         spec.validate()
     except ConfigError as e:
         raise ModelError(f"model {spec.name}: {e}") from None
@@ -73,7 +55,6 @@ def finalize_spec(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-_ARCH_FIELDS = {f.name for f in dataclasses.fields(VimArch)}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)}
 
 
@@ -91,11 +72,13 @@ def class_dicts(value: Any) -> list[dict]:
 
 
 def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
-    """A new spec with ``overrides`` applied: ModelSpec fields replace (``arch`` is merged), VimArch fields go to arch.
+    """A new spec with ``overrides`` applied: ModelSpec fields replace (``arch`` is merged), fields of the family's
+    arch dataclass (e.g. VimArch's ``depth``) go to arch.
 
     ``head`` replaces the head when its type changes and is merged into it otherwise.
     """
     data = to_dict(spec)
+    arch_fields = get_family(str(overrides.get("family", spec.family))).arch_fields()
     for key, value in overrides.items():
         if key == "arch":
             data["arch"] = {**data["arch"], **dict(value)}
@@ -107,10 +90,10 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
             data["classes"] = class_dicts(value)
         elif key in _SPEC_FIELDS:
             data[key] = value
-        elif key in _ARCH_FIELDS:
+        elif key in arch_fields:
             data["arch"] = {**data["arch"], key: value}
         else:
-            known = sorted(_SPEC_FIELDS | _ARCH_FIELDS)
+            known = sorted(_SPEC_FIELDS | arch_fields)
             raise ModelError(f"unknown model option {key!r} (known: {', '.join(known)})")
     try:
         new = from_dict(ModelSpec, data)
@@ -119,64 +102,22 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     return finalize_spec(new)
 
 
-def is_safetensors(path: Path) -> bool:
-    """By content: an 8-byte little-endian header length followed by a JSON object."""
+def spec_from_yaml(path: Path) -> ModelSpec:
+    """A model YAML file (a full spec) checked through its family's contract."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-            size = path.stat().st_size
-    except OSError:
-        return False
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 8 + n <= size
+        return finalize_spec(ModelSpec.load(path))
+    except ConfigError as e:
+        raise ModelError(str(e)) from None
 
 
-def safetensors_metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, read from its JSON header (no torch)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ModelError(f"{path}: damaged safetensors header") from None
-    return dict(header.get("__metadata__") or {})
-
-
-def spec_from_metadata(metadata: dict[str, str], source: str) -> ModelSpec:
-    if SPEC_METADATA_KEY not in metadata:
-        raise ModelError(f"{source}: a safetensors file without a vimscope model config; give the model name too")
+def packaged_spec(name: str) -> ModelSpec:
+    """The IO contract of a packaged model (``configs/models/<name>.yaml``)."""
+    if name not in list_models():
+        raise ModelError(f"unknown model {name!r} (known: {', '.join(list_models())})")
     try:
-        spec = from_dict(ModelSpec, json.loads(metadata[SPEC_METADATA_KEY]))
-    except (json.JSONDecodeError, ConfigError) as e:
-        raise ModelError(f"{source}: the embedded model config is invalid ({e})") from None
+        spec = ModelSpec.load(name)
+    except ConfigError as e:
+        raise ModelError(f"packaged model {name}: {e}") from None
+    if spec.name != name:
+        raise ModelError(f"packaged model config {name}.yaml names itself {spec.name!r}")
     return finalize_spec(spec)
-
-
-def load_spec(name_or_weights: str | Path) -> ModelSpec:
-    """The IO contract of a packaged model name, a model YAML, a vimscope safetensors file or an official .pth."""
-    text = str(name_or_weights)
-    path = Path(text).expanduser()
-    if path.is_file():
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                return finalize_spec(ModelSpec.load(path))
-            except ConfigError as e:
-                raise ModelError(str(e)) from None
-        if is_safetensors(path):
-            return spec_from_metadata(safetensors_metadata(path), str(path))
-        from vimscope.models.checkpoint import read_checkpoint
-
-        return read_checkpoint(path).spec
-    if text in list_models():
-        try:
-            spec = ModelSpec.load(text)
-        except ConfigError as e:
-            raise ModelError(f"packaged model {text}: {e}") from None
-        if spec.name != text:
-            raise ModelError(f"packaged model config {text}.yaml names itself {spec.name!r}")
-        return finalize_spec(spec)
-    if any(c in text for c in "/\\.") or path.suffix:
-        raise ModelError(f"weights file not found: {path}")
-    raise ModelError(f"unknown model {text!r} (known: {', '.join(list_models())})")

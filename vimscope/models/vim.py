@@ -61,7 +61,13 @@ class VisionMamba(nn.Module):
 
     def __init__(self, **arch_fields):
         super().__init__()
-        arch = parse_arch(arch_fields)
+        self._build(
+            parse_arch(arch_fields), lambda a: BiMambaMixer(a.embed_dim, a.d_state, a.d_conv, a.expand, a.dt_rank)
+        )
+
+    def _build(self, arch, make_mixer) -> None:
+        """The modules, each block's mixer ``make_mixer(arch)``, then the init: shared by the Vim-like families
+        (``VimSSD`` passes its own mixer)."""
         self.arch = arch
         self.embed_dim = self.num_features = arch.embed_dim
         self.num_classes = arch.num_classes
@@ -76,13 +82,7 @@ class VisionMamba(nn.Module):
         self.head = nn.Linear(arch.embed_dim, arch.num_classes) if arch.num_classes > 0 else nn.Identity()
         rates = [0.0] + torch.linspace(0, arch.drop_path_rate, arch.depth, device="cpu").tolist()
         self.layers = nn.ModuleList(
-            VimBlock(
-                arch.embed_dim,
-                BiMambaMixer(arch.embed_dim, arch.d_state, arch.d_conv, arch.expand, arch.dt_rank),
-                eps=arch.norm_eps,
-                drop_path=rates[i],
-            )
-            for i in range(arch.depth)
+            VimBlock(arch.embed_dim, make_mixer(arch), eps=arch.norm_eps, drop_path=rates[i]) for i in range(arch.depth)
         )
         self.norm_f = RMSNorm(arch.embed_dim, eps=arch.norm_eps)
         self.drop_path = DropPath(arch.drop_path_rate)

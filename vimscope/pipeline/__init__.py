@@ -1,6 +1,8 @@
 """The one place where the stages meet: ``iter_run`` streams a slide through them, ``run`` drains it.
 
-Names are re-exported lazily so importing ``vimscope.pipeline`` (e.g. for ``PipelineConfig``) needs no torch.
+``plan`` decides a run before its first tile (frozen), ``run`` opens it, ``loop`` runs the tiles, ``finish``
+writes what follows and publishes. Names are re-exported lazily so importing ``vimscope.pipeline`` (e.g. for
+``PipelineConfig``) needs no torch.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ _LAZY = {
     "iter_run": "vimscope.pipeline.engine",
     "run": "vimscope.pipeline.engine",
     "RunResult": "vimscope.pipeline.engine",
-    "slide_stem": "vimscope.pipeline.setup",
-    "output_paths": "vimscope.pipeline.setup",
+    "slide_stem": "vimscope.pipeline.outputs",
+    "output_paths": "vimscope.pipeline.outputs",
     "PipelineConfig": "vimscope.pipeline.config",
     "DEFAULT_MODEL": "vimscope.pipeline.config",
-    "read_geojson_region": "vimscope.pipeline.regions",
-    "resolve_region": "vimscope.pipeline.regions",
+    "output_settings": "vimscope.pipeline.donekey",
+    "settings_key": "vimscope.pipeline.donekey",
+    "estimate_memory": "vimscope.pipeline.budget",
+    "describe_slide": "vimscope.pipeline.describe",
+    "describe_model": "vimscope.pipeline.describe",
+    "DEFAULT_TILE": "vimscope.pipeline.describe",
 }
 
 __all__ = sorted(_LAZY)

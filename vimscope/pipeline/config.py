@@ -22,6 +22,7 @@ FORMATS = ("ome-zarr", "ome-tiff", "geotiff")
 STITCH_MODES = ("crop", "cosine", "gaussian")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 DECODES = ("auto", "cpu", "gpu")
+IMAGE_CODECS = ("blosc", "jpeg")  # the OME-Zarr image copy's: writers.omezarr.codecs says who reads which
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -52,7 +53,9 @@ class PipelineConfig:
     stripe_width: int = 16384
     band_height: int | None = None
     chunk: int = 512
+    image_codec: str = "blosc"
     overwrite: bool = False
+    strict: bool = False
     roi: str | None = None
     roi_class: str | None = None
     exclude: str | None = None
@@ -97,6 +100,8 @@ class PipelineConfig:
             bad(f"pad_value must be 0-255, not {self.pad_value}")
         if self.chunk < 64 or self.chunk % 16:
             bad(f"chunk must be a multiple of 16 and at least 64, not {self.chunk}")
+        if self.image_codec not in IMAGE_CODECS:
+            bad(f"image_codec must be one of {', '.join(IMAGE_CODECS)}, not {self.image_codec!r}")
         if self.stripe_width < self.chunk:
             bad(f"stripe_width ({self.stripe_width}) must be at least one chunk ({self.chunk})")
         if self.band_height is not None and self.band_height < 1:

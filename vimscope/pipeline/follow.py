@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from vimscope.errors import Cancelled
 
 if TYPE_CHECKING:
-    from vimscope.pipeline.setup import RunSetup
+    from vimscope.pipeline.runstate import Run
 
 
 class FinalRows:
@@ -114,14 +114,13 @@ class Followers:
             thread.join()
 
 
-def start_followers(s: RunSetup) -> Followers:
+def start_followers(run: Run) -> Followers:
     """The jobs this run has: instances for a nuclei model, class regions when GeoJSON is asked for."""
-    from vimscope.pipeline import finish
-    from vimscope.pipeline.instances import run_instances
+    from vimscope.pipeline import exports
 
-    followers = Followers(FinalRows(s.plan.out_shape[0], s.stitcher.final_rows()))
-    if "nuclei" in s.writer.names:
-        followers.start("instances", lambda wait: run_instances(s, cell_height=4 * s.writer.chunk, wait_rows=wait))
-    if finish.wants_geojson(s):
-        followers.start("geojson", lambda wait: finish.write_geojson(s, wait_rows=wait))
+    followers = Followers(FinalRows(run.plan.tiling.out_shape[0], run.stitcher.final_rows()))
+    if "nuclei" in run.writer.names:
+        followers.start("instances", lambda wait: exports.instances(run, wait_rows=wait))
+    if exports.wants_geojson(run.plan):
+        followers.start("geojson", lambda wait: exports.class_regions(run, wait_rows=wait))
     return followers

@@ -16,8 +16,6 @@ re-run with more workers recomputes nothing.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import os
 import platform
@@ -32,21 +30,6 @@ from vimscope import __version__
 
 STATUSES = ("pending", "running", "done", "failed")
 BATCH_DIR = "_batch"
-# PipelineConfig fields that change how a run goes, not what it writes: left out of the config hash.
-RUNTIME_KEYS = frozenset(
-    {
-        "workers",
-        "overwrite",
-        "device",
-        "batch_size",
-        "prefetch",
-        "progress",
-        "verbose",
-        "threads",
-        "pin_memory",
-        "amp_device",
-    }
-)
 
 
 @dataclass
@@ -168,17 +151,11 @@ def source_signature(path: str | Path) -> dict | None:
 
 
 def config_hash(config: dict, overrides: dict | None = None) -> str:
-    """A short, stable digest of everything that changes a slide's outputs."""
-    settings = {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
-    weights = settings.get("weights")
-    if isinstance(weights, str) and os.path.isfile(weights):
-        settings["weights"] = {"path": weights, "sha256": _file_digest(*_file_key(weights))}
-    for key in ("roi", "exclude"):  # region files: their content counts, not only their name
-        path = settings.get(key)
-        if isinstance(path, str) and os.path.isfile(path):
-            settings[key] = {"path": path, "sha256": _file_digest(*_file_key(path))}
-    blob = json.dumps({"config": settings, "overrides": overrides or {}}, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """A short, stable digest of everything that changes a slide's outputs: the pipeline's done-key
+    (``vimscope.pipeline.settings_key``), so ``segment`` and ``batch`` count "done" the same way."""
+    from vimscope.pipeline import settings_key
+
+    return settings_key(config, overrides)
 
 
 def is_current(state: SlideState | None, digest: str, source: dict | None) -> bool:
@@ -200,29 +177,3 @@ def versions() -> dict:
         info["cuda"] = torch.version.cuda
         info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def _file_key(path: str) -> tuple[str, int, int]:
-    st = os.stat(path)
-    return path, st.st_size, st.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=32)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _jsonable(value):
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if hasattr(value, "to_list"):
-        return value.to_list()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)

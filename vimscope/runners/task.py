@@ -251,7 +251,7 @@ def cached_model(config: Any):
     """The configured model, built once per worker process and reused for every slide (kernels stay compiled,
     weights stay on the GPU): building it per slide would be most of the fixed per-slide cost."""
     from vimscope import models
-    from vimscope.pipeline.config import DEFAULT_MODEL
+    from vimscope.pipeline import DEFAULT_MODEL
 
     weights = config.weights
     key = (config.model, weights, os.stat(weights).st_mtime_ns if weights and os.path.isfile(weights) else None)

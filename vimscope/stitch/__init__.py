@@ -1,4 +1,5 @@
-"""Stitching tile outputs into seamless, chunk-aligned output blocks (``device.py`` holds the torch half).
+"""Stitching tile outputs into seamless, chunk-aligned output blocks; the torch half is ``device.py`` (blending on
+the GPU) and ``run.py`` (the run-level stitcher, all assemblers of one run).
 
 Names are re-exported lazily so importing ``vimscope.stitch`` never imports torch.
 """
@@ -14,6 +15,7 @@ _LAZY = {
     "class_map": "vimscope.stitch.assembler",
     "window_2d": "vimscope.stitch.windows",
     "MODES": "vimscope.stitch.windows",
+    "RunStitcher": "vimscope.stitch.run",
 }
 
 __all__ = sorted(_LAZY)

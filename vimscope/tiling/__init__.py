@@ -13,6 +13,9 @@ _LAZY = {
     "TilePlan": "vimscope.tiling.plan",
     "Tile": "vimscope.tiling.plan",
     "Band": "vimscope.tiling.plan",
+    "TileBatch": "vimscope.tiling.loader",  # layer 2 (torch), imported only when asked for
+    "TileGeometry": "vimscope.tiling.loader",
+    "TileLoader": "vimscope.tiling.loader",
 }
 
 __all__ = sorted(_LAZY)

@@ -12,12 +12,13 @@ stripe's width of tiles, a few rows deep). The CPU path's reads decode every til
 the default 256 px windows at a 192 px stride, 16 decodes of each 512 px tile (about 7 of each 240 px one).
 
 Threads: ``workers`` threads read raw tiles (``os.pread`` on one shared descriptor), check them with
-``jpegcheck`` (the check the CPU path makes, so both flag the same tiles) and splice their tables; one decode
+``io.jpeg.check`` (the check the CPU path makes, so both flag the same tiles) and splice their tables; one decode
 thread decodes each batch's new tiles and assembles its windows on its own CUDA stream (crop, edge and padding
 exactly as ``loader.read_window`` does them), handing at most ``prefetch`` batches ahead to the consumer with an
-event to wait on. A window touching a damaged tile is filled with ``damaged_value`` and reported, as the CPU
-loader does. Decoders are pluggable (``decoder``): ``NvjpegDecoder`` on the GPU, ``CpuDecoder`` (libjpeg-turbo
-through imagecodecs, the library tifffile uses) on the reader threads, so the assembly runs in CI without a GPU.
+event to wait on. In a window touching a damaged tile, that tile's pixels are ``damaged_value``, the rest is
+decoded, and the tile is reported (``TileBatch.damaged_areas`` / ``damaged_boxes``), as the CPU loader does.
+Decoders are pluggable (``decoder``): ``NvjpegDecoder`` on the GPU, ``CpuDecoder`` (libjpeg-turbo through
+imagecodecs, the library tifffile uses) on the reader threads, so the assembly runs in CI without a GPU.
 
 nvjpeg's colours are checked once per run: the first tile it decodes is compared with the CPU decode of the same
 bytes (PSNR >= 40 dB); if they differ, the run goes on decoding on the CPU threads (logged once).
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vimscope.io.jpegtiles import JpegLevel, jpeg_level
+from vimscope.io.jpeg.tiles import JpegLevel, jpeg_level
 from vimscope.tiling.loader import TileBatch, _integer_factor
 from vimscope.types import Box
 
@@ -361,16 +362,43 @@ class JpegTileLoader:
             f"{self.level.level}: {problems[0]}"
         )
 
+    def _around_damage(self, out: torch.Tensor, wmap: WindowMap, cache: dict) -> tuple[list, list[Box]]:
+        """Assemble a window whose damaged tiles are ``damaged_value`` and the rest decoded; (damaged areas,
+        damaged pixel boxes in window coordinates: the bounding box of each damaged tile's rows and columns)."""
+        from vimscope.io.damage import DamagedArea, level0_box
+
+        th, tw = self.level.tile[1], self.level.tile[0]
+        fill = torch.full((3, th, tw), self.damaged_value, dtype=torch.uint8, device=out.device)
+        view = {k: fill if isinstance(cache[k], str) else cache[k] for k in self.level.tiles_in(wmap.src)}
+        assemble_window(out, wmap, self.level, view, self.pad_value)
+        lw, lh = self.level.size
+        size0 = (round(lw * self.plan.scale), round(lh * self.plan.scale))
+        areas, boxes = [], []
+        for k in self.level.tiles_in(wmap.src):
+            if not isinstance(cache[k], str):
+                continue
+            tb = self.level.tile_box(k)
+            tb = Box(tb.x, tb.y, min(tb.w, lw - tb.x), min(tb.h, lh - tb.y))
+            areas.append(DamagedArea(self.level.level, tb, level0_box(tb, self.plan.scale, size0), cache[k]))
+            part = tb.intersect(wmap.src)
+            rows = np.arange(wmap.window.h) if wmap.rows is None else wmap.rows  # window row -> src row
+            cols = np.arange(wmap.window.w) if wmap.cols is None else wmap.cols
+            r = np.flatnonzero((rows >= part.y - wmap.src.y) & (rows < part.y1 - wmap.src.y))
+            c = np.flatnonzero((cols >= part.x - wmap.src.x) & (cols < part.x1 - wmap.src.x))
+            if r.size and c.size:
+                boxes.append(Box(int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)))
+        return areas, boxes
+
     def _assemble(self, b: int, cache: dict) -> TileBatch:
         tiles = self.batches[b]
         pixels = torch.empty((len(tiles), self.tile, self.tile, 3), dtype=torch.uint8, device=self.device)
-        damaged = {}
+        damaged, areas, boxes = {}, {}, {}
         rows: dict[int, list[tuple[int, Box]]] = {}  # windows with nothing to pad, by their top row
         for i, t in enumerate(tiles):
             m = self.maps[t]
             problems = [cache[k] for k in self.level.tiles_in(m.src) if isinstance(cache[k], str)]
-            if problems:
-                pixels[i].fill_(self.damaged_value)
+            if problems:  # the damaged tiles cost their own pixels; the rest of the window is decoded
+                areas[t], boxes[t] = self._around_damage(pixels[i], m, cache)
                 damaged[t] = self._damage(m, problems)
             elif m.rows is None and self.gather_rows:
                 rows.setdefault(m.src.y, []).append((i, m.src))
@@ -378,7 +406,8 @@ class JpegTileLoader:
                 assemble_window(pixels[i], m, self.level, cache, self.pad_value)
         for row in rows.values():
             assemble_row(pixels, [i for i, _ in row], [src for _, src in row], self.level, cache)
-        return TileBatch(tiles=tiles, pixels=pixels, windows=[self.maps[t].window for t in tiles], damaged=damaged)
+        windows = [self.maps[t].window for t in tiles]
+        return TileBatch(tiles, pixels, windows, damaged=damaged, damaged_areas=areas, damaged_boxes=boxes)
 
     def _produce(self, fd: int, pool: ThreadPoolExecutor, ready: queue.Queue, stop: threading.Event) -> None:
         def put(item) -> bool:

@@ -188,6 +188,10 @@ class TileBatch:
     pixels: torch.Tensor
     windows: list[Box]
     damaged: dict[int, str] = field(default_factory=dict)  # tile -> the reader's message
+    # tile -> the damaged native tiles of the file under its window (io.damage.DamagedArea; empty when unknown)
+    damaged_areas: dict[int, list] = field(default_factory=dict)
+    # tile -> boxes of damaged pixels in window coordinates (output px from the window's corner); the rest is exact
+    damaged_boxes: dict[int, list[Box]] = field(default_factory=dict)
 
     def to_device(self, device, mean, std, dtype=torch.float32) -> torch.Tensor:
         """(B, C, T, T) normalised on ``device``; ``mean``/``std`` in 0-1 units as a ModelSpec gives them."""
@@ -211,6 +215,8 @@ class TileLoader:
 
     At most ``prefetch`` batches are being read ahead of the consumer; nothing else is queued.
     """
+
+    decode = "reader"  # what decodes the tiles (the JPEG tile loader says nvjpeg or cpu-tiles)
 
     def __init__(
         self,
@@ -253,23 +259,45 @@ class TileLoader:
         return r
 
     def _read(self, tile_index: int):
+        """(window, pixels, message or None, damaged areas): damaged native tiles of the file cost their own
+        pixels only (filled with ``damaged_value``); the window is filled whole only when nothing of it decodes."""
         tile = self.plan.tiles[tile_index]
         window = self.geom.window(tile.read_box)
+        reader = self._thread_reader()
+        collect = getattr(reader, "collect_damage", None)
         try:
-            a = read_window(
-                self._thread_reader(),
-                self.geom,
-                window,
-                pad=self.pad,
-                value=self.pad_value,
-                rgb=self.channels == 3,
-                channels=self.channels,
-            )
-            return window, np.ascontiguousarray(a), None
+            with collect(fill=self.damaged_value) if collect else contextlib.nullcontext() as damage:
+                a = read_window(
+                    reader,
+                    self.geom,
+                    window,
+                    pad=self.pad,
+                    value=self.pad_value,
+                    rgb=self.channels == 3,
+                    channels=self.channels,
+                )
         except DamagedTileError as e:
             self._local.reader = None  # a fresh handle for the next tile (OpenSlide's is dead after an error)
             a = np.full((window.h, window.w, self.channels), self.damaged_value, dtype=np.uint8)
-            return window, a, str(e) or "damaged tile"
+            return window, a, str(e) or "damaged tile", None
+        if damage:
+            return window, np.ascontiguousarray(a), damage.summary(), damage.areas
+        return window, np.ascontiguousarray(a), None, None
+
+    def _window_boxes(self, window: Box, areas) -> list[Box]:
+        """Level-0 boxes of damaged tiles as boxes of output pixels inside ``window`` (relative to its corner)."""
+        if areas is None:
+            return [Box(0, 0, window.w, window.h)]
+        s = self.reader.meta.level_downsamples[self.geom.read_level] * self.geom.level_scale  # level-0 px per output px
+        out = []
+        for a in areas:
+            b = a.box0
+            x0, y0 = int(b.x // s) - window.x, int(b.y // s) - window.y
+            x1, y1 = -int(-b.x1 // s) - window.x, -int(-b.y1 // s) - window.y
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(window.w, x1), min(window.h, y1)
+            if x1 > x0 and y1 > y0:
+                out.append(Box(x0, y0, x1 - x0, y1 - y0))
+        return out
 
     def _submit_batch(self, pool: ThreadPoolExecutor, batch: list[int]) -> list[Future]:
         return [pool.submit(self._read, t) for t in batch]
@@ -318,12 +346,15 @@ class TileLoader:
     def _assemble(self, tiles: list[int], results) -> TileBatch:
         dtype = torch.from_numpy(results[0][1][:0]).dtype
         pixels = self._buffer(len(tiles), dtype)
-        damaged = {}
-        for i, (t, (_, a, err)) in enumerate(zip(tiles, results)):
+        damaged, areas, boxes = {}, {}, {}
+        for i, (t, (window, a, err, found)) in enumerate(zip(tiles, results)):
             pixels[i].copy_(torch.from_numpy(a))
             if err is not None:
                 damaged[t] = err
-        return TileBatch(tiles=tiles, pixels=pixels, windows=[r[0] for r in results], damaged=damaged)
+                areas[t] = list(found or [])
+                boxes[t] = self._window_boxes(window, found)
+        windows = [r[0] for r in results]
+        return TileBatch(tiles, pixels, windows, damaged=damaged, damaged_areas=areas, damaged_boxes=boxes)
 
 
 def batches_in_order(tiles: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -4,12 +4,17 @@ Brightfield slides: Otsu's threshold on saturation (stained tissue is coloured, 
 closing, small-hole filling and small-object removal with sizes in µm / µm² so the result does not depend on the
 scan resolution. Georeferenced rasters, multi-band and non-RGB images: everything that holds data (not nodata,
 alpha > 0), since "tissue" means nothing there.
+
+Damaged tiles of the file are read around (``SlideReader.collect_damage``): their pixels take no part in the
+threshold, and the mask marks them as tissue, so the tiles over them are planned and their damage reported
+rather than silently skipped. ``TissueMask.damaged`` lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +37,7 @@ class TissueMask:
     method: str  # "otsu-saturation", "otsu-darkness" (greyscale scans) or "valid-data"
     mpp: float | None = None  # size of a mask pixel (µm, or CRS units for georeferenced images)
     threshold: float | None = None
+    damaged: list = field(default_factory=list)  # io.damage.DamagedArea: damaged tiles met while masking
 
     @property
     def fraction(self) -> float:
@@ -145,7 +151,7 @@ def mask(
     "otsu-saturation" or "valid-data". Slides without a pixel size raise MissingPixelSizeError unless
     ``downsample`` is given; the µm sizes then assume nothing and morphology is skipped.
     """
-    from vimscope.io.base import resize_image
+    from vimscope.io import resize_image
 
     meta = reader.meta
     if method == "auto":
@@ -168,7 +174,12 @@ def mask(
     level = reader.best_level_for_downsample(downsample)
     lw, lh = meta.level_dimensions[level]
     whole = Box(0, 0, lw, lh)
-    valid = reader.valid_mask(whole, level)
+    collect = getattr(reader, "collect_damage", None)  # readers other than SlideReader raise for damage instead
+    with collect() if collect else contextlib.nullcontext() as damage:
+        valid = reader.valid_mask(whole, level)
+        rgb = reader.read_rgb(whole, level) if method != "valid-data" else None
+    areas = damage.areas if damage else []
+    damaged = _damaged(areas, downsample, mask_size)
     if valid is not None and valid.shape[::-1] != mask_size:
         valid = _shrink_bool(valid, mask_size)
     pixel = meta.mpp * downsample if meta.mpp is not None else None
@@ -176,10 +187,10 @@ def mask(
     if method == "valid-data":
         result = valid if valid is not None else np.ones(mask_size[::-1], bool)
     else:
-        rgb = reader.read_rgb(whole, level)
         if (lw, lh) != mask_size:
             rgb = resize_image(rgb, mask_size)
-        result, threshold, method = _otsu_saturation(rgb, valid)
+        intact = ~damaged if valid is None else valid & ~damaged
+        result, threshold, method = _otsu_saturation(rgb, intact if areas else valid)
         if valid is not None:
             result &= valid
         if pixel is not None:
@@ -190,4 +201,15 @@ def mask(
                 min_object_um2=min_object_um2,
                 min_hole_um2=min_hole_um2,
             )
-    return TissueMask(np.ascontiguousarray(result, bool), downsample, method, pixel, threshold)
+    result = result | damaged
+    return TissueMask(np.ascontiguousarray(result, bool), downsample, method, pixel, threshold, areas)
+
+
+def _damaged(areas, downsample: float, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool at mask resolution: True over the level-0 boxes of damaged tiles."""
+    out = np.zeros(size[::-1], bool)
+    for a in areas:
+        b = a.box0
+        x0, y0 = math.floor(b.x / downsample), math.floor(b.y / downsample)
+        out[y0 : math.ceil(b.y1 / downsample), x0 : math.ceil(b.x1 / downsample)] = True
+    return out

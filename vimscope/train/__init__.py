@@ -1,5 +1,7 @@
 """vimscope.train: fine-tuning on your own labels (datasets, augmentation, the loop, packs, evaluation).
 
+Models (Vim, the U-Net baseline) and their weights files live in ``vimscope.models``; training uses them.
+
 Names are re-exported lazily (PEP 562): ``vimscope.train.metrics`` and the dataset readers need no torch.
 """
 
@@ -12,7 +14,9 @@ _LAZY = {
     "TrainEvent": "vimscope.train.loop",
     "TrainConfig": "vimscope.train.config",
     "load_train_config": "vimscope.train.config",
-    "evaluate": "vimscope.train.evaluate",
+    "config_base": "vimscope.train.config",
+    "pack_summary": "vimscope.train.pack",
+    "LoadContext": "vimscope.train.datasets.base",
     "build_pack": "vimscope.train.pack",
     "read_pack": "vimscope.train.pack",
     "LabelledImage": "vimscope.train.datasets.base",
@@ -21,8 +25,7 @@ _LAZY = {
     "iou": "vimscope.train.metrics",
     "aji": "vimscope.train.metrics",
     "object_f1": "vimscope.train.metrics",
-    "load_trained": "vimscope.train.build",
-    "UNet": "vimscope.train.unet",
+    "validate": "vimscope.train.validation",
 }
 
 __all__ = sorted(_LAZY)

@@ -16,7 +16,15 @@ from vimscope.errors import ConfigError
 from vimscope.train.augment import AugmentConfig
 from vimscope.train.losses import LossConfig
 
-__all__ = ["SplitConfig", "TrainConfig", "config_base", "load_train_config", "resolve_spec"]
+__all__ = [
+    "SplitConfig",
+    "TrainConfig",
+    "config_base",
+    "instance_maps",
+    "load_train_config",
+    "model_mpp",
+    "resolve_spec",
+]
 
 AMP_MODES = ("auto", "bf16", "off")
 SELECT = ("auto", "aji", "mean_dice", "object_f1", "loss")
@@ -126,7 +134,8 @@ def config_base(config: str | Path) -> Path:
 def resolve_spec(model: dict, *, tile: int, class_names: list[str] | None = None) -> ModelSpec:
     """The model's IO contract from the config's ``model`` block; classes default to the base model's, else the
     data's."""
-    from vimscope.models.specs import apply_overrides, class_dicts, finalize_spec, load_spec
+    from vimscope.models.resolve import load_spec
+    from vimscope.models.specs import apply_overrides, class_dicts, finalize_spec
 
     options = dict(model)
     if "classes" in options:
@@ -137,7 +146,7 @@ def resolve_spec(model: dict, *, tile: int, class_names: list[str] | None = None
         options.setdefault("classes", class_dicts(class_names or []))
         options.setdefault("tile", max(tile, 256))
         options.setdefault("halo", min(32, options["tile"] // 8))
-        return from_dict(ModelSpec, options, prefix="model.")
+        return finalize_spec(from_dict(ModelSpec, options, prefix="model."))
     base = options.pop("base", None)
     if base is None:
         if "name" not in options:
@@ -153,3 +162,22 @@ def resolve_spec(model: dict, *, tile: int, class_names: list[str] | None = None
         # the position embedding is learned at the training tile (resampled for other tile sizes)
         spec = apply_overrides(spec, {"arch": {"img_size": [tile, tile]}})
     return spec
+
+
+def model_mpp(model: dict) -> float | None:
+    """The model's resolution before its spec is resolved (slides are read at it, not at full resolution)."""
+    if "mpp" in model or model.get("family") == "unet" or "base" not in model:
+        return model.get("mpp")
+    from vimscope.models.resolve import load_spec
+
+    return load_spec(model["base"]).mpp
+
+
+def instance_maps(config: TrainConfig, spec: ModelSpec) -> list[str]:
+    """The instance maps to learn: the config's ``targets``, else the head's boundary / distance maps."""
+    extra = dict(spec.head.get("extra_maps") or {})
+    maps = list(config.targets) if config.targets is not None else [k for k in extra if k in ("boundary", "distance")]
+    missing = [k for k in maps if k not in extra]
+    if missing:
+        raise ConfigError(f"targets ask for {missing[0]!r} but the model head has no such map (head.extra_maps)")
+    return maps

@@ -97,7 +97,7 @@ def predict_in_memory(model, im: LabelledImage, *, batch_size: int, amp: bool) -
 def evaluation_data(weights: str | Path, data: list[dict] | None, split: str) -> tuple[list[dict], Path | None, list]:
     """The data entries and image names to evaluate: given ones, or the checkpoint's own training data and split
     (``split``: validation, train or all)."""
-    from vimscope.train.checkpoint import read_metadata
+    from vimscope.models.safetensors_header import read_metadata
 
     meta = read_metadata(weights)
     names: list[str] | None = None
@@ -133,14 +133,15 @@ def evaluate(
 ) -> dict:
     """Metrics of ``weights`` on ``data`` (default: the checkpoint's own data and its recorded ``split``), only the
     images in ``names`` when given; written to ``out`` as JSON when given."""
-    from vimscope.train.build import as_device, load_trained
+    from vimscope.models.device import resolve_device
+    from vimscope.models.registry import create_model
 
     if path not in PATHS:
         raise ConfigError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
     entries, saved_base, split_names = evaluation_data(weights, data, split if data is None else "all")
     names = names if names is not None else split_names
-    torch_device = as_device(device)
-    model = load_trained(weights, torch_device)
+    torch_device = resolve_device(device)
+    model = create_model(weights=weights).to(torch_device)
     if tile is not None or halo is not None:  # e.g. a larger inference tile than the training one
         changed = replace(model.spec, tile=tile or model.spec.tile, halo=model.spec.halo if halo is None else halo)
         changed.validate()

@@ -19,9 +19,9 @@ __all__ = ["activate", "maps_to_labels", "predict_maps", "predict_maps_for"]
 
 
 def activate(name: str, raw: torch.Tensor) -> torch.Tensor:
-    """A raw extra map to 0-1 as the pipeline does (``vimscope.pipeline.instances.MAP_ACTIVATIONS``): boundary
+    """A raw extra map to 0-1 as the pipeline does (``vimscope.instances.MAP_ACTIVATIONS``): boundary
     logits through a sigmoid, the distance regression clamped."""
-    from vimscope.pipeline.instances import activation
+    from vimscope.instances import activation
 
     return raw.clamp(0, 1) if activation(name) == "clamp" else torch.sigmoid(raw)
 
@@ -112,7 +112,7 @@ def maps_to_labels(maps: dict[str, np.ndarray], postprocess: dict | None, instan
     probs = maps["probabilities"]
     out = {"classes": probs.argmax(0).astype(np.uint8)}
     if instances:
-        from vimscope.postprocess.instances import label_instances
+        from vimscope.instances import label_instances
 
         inputs = {"nucleus": 1.0 - probs[0]}
         for name in ("boundary", "distance"):

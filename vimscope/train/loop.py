@@ -26,23 +26,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vimscope.config import ModelSpec, from_dict
 from vimscope.errors import ConfigError
-from vimscope.train.build import as_device, build, init_backbone, param_groups
-from vimscope.train.checkpoint import export_weights, load_checkpoint, read_metadata, save_checkpoint
-from vimscope.train.config import TrainConfig, resolve_spec
+from vimscope.models.checkpoint import init_backbone
+from vimscope.models.device import resolve_device
+from vimscope.models.registry import build_model
+from vimscope.models.weights import save_weights
+from vimscope.train.config import TrainConfig, instance_maps, model_mpp, resolve_spec
 from vimscope.train.datasets.base import LabelledImage, LoadContext, load_sources
 from vimscope.train.datasets.split import choose_validation, split_images
-from vimscope.train.infer import maps_to_labels, predict_maps_for
 from vimscope.train.losses import segmentation_loss
-from vimscope.train.metrics import MetricAccumulator
+from vimscope.train.optim import param_groups
 from vimscope.train.plot import plot_history
+from vimscope.train.resume import load_checkpoint, resumed_config, save_checkpoint
 from vimscope.train.sampler import TileSampler, rescale_to
 from vimscope.train.schedule import lr_at
+from vimscope.train.validation import tune_thresholds, validate
 
-__all__ = ["TrainEvent", "Trainer", "validate"]
-
-RUNTIME_KEYS = ("device", "max_minutes", "log_every", "out")  # may change on resume; everything else may not
+__all__ = ["TrainEvent", "Trainer"]
 
 
 @dataclass
@@ -72,43 +72,6 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module,
-    spec: ModelSpec,
-    images: list[LabelledImage],
-    *,
-    instances: bool,
-    batch_size: int = 4,
-    amp: bool = False,
-    postprocess: dict | None = None,
-) -> dict:
-    """Whole-image tiled prediction on each image and the dataset metrics (``MetricAccumulator.summary``)."""
-    names = [c.name for c in spec.classes] or [str(k) for k in range(len(spec.classes))]
-    acc = MetricAccumulator(len(spec.classes), names)
-    for im in images:
-        maps = predict_maps_for(model, im.image, spec, batch_size=batch_size, amp=amp)
-        with_instances = instances and im.instances is not None
-        labels = maps_to_labels(maps, postprocess if postprocess is not None else spec.postprocess, with_instances)
-        acc.add(
-            im.name,
-            labels["classes"],
-            im.classes,
-            labels.get("instances") if with_instances else None,
-            im.instances if with_instances else None,
-        )
-    return acc.summary()
-
-
-def _model_mpp(model: dict) -> float | None:
-    """The model's resolution before its spec is resolved (slides are read at it, not at full resolution)."""
-    if "mpp" in model or model.get("family") == "unet" or "base" not in model:
-        return model.get("mpp")
-    from vimscope.models.specs import load_spec
-
-    return load_spec(model["base"]).mpp
-
-
 class Trainer:
     """Set up a run from a config (data, split, model, optimizer); ``iter_train`` runs it."""
 
@@ -129,37 +92,23 @@ class Trainer:
             self.out = base_dir / self.out
         self.out = self.out.resolve()
         self.last_path = self.out / "last.safetensors"
-        self.resume_meta = None
-        if resume:
-            if not self.last_path.is_file():
-                raise ConfigError(f"nothing to resume: {self.last_path} does not exist")
-            self.resume_meta = read_metadata(self.last_path)
-            saved = self.resume_meta["train_config"] or {}
-            runtime = {k: v for k, v in asdict(config).items() if k in RUNTIME_KEYS}
-            config = from_dict(TrainConfig, {**saved, **runtime})  # the saved schedule, this run's runtime keys
-        elif self.last_path.exists() and not overwrite:
-            raise ConfigError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
+        config, self.resume_meta = resumed_config(config, self.last_path, resume=resume, overwrite=overwrite)
         if device is not None:
             config = replace(config, device=device)
         if init is not None:
             config = replace(config, init=str(init))
         self.config = config
         self.base_dir = base_dir
-        self.device = as_device(config.device)
+        self.device = resolve_device(config.device)
         self.amp = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
         if self.amp and self.device.type != "cuda":
             self.amp = False  # bf16 autocast is for the GPU; the CPU path stays float32
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed tile sizes: let cuDNN pick its fastest convolutions
 
-        # data and split (by image)
         spec0 = self.resume_meta["spec"] if self.resume_meta else None
-        ctx = LoadContext(base=base_dir, target_mpp=spec0.mpp if spec0 else _model_mpp(config.model))
-        all_images = images if images is not None else load_sources(config.data, ctx)
-        class_names = all_images[0].class_names
-        validation = config.split.validation or choose_validation(all_images, config.split.fraction, config.split.seed)
-        train_images, val_images = split_images(all_images, validation)
-        self.split = {"train": [im.name for im in train_images], "validation": [im.name for im in val_images]}
+        train_images, val_images = self._load_split(images, spec0.mpp if spec0 else model_mpp(config.model))
+        class_names = (train_images or val_images)[0].class_names
 
         # model (the resumed run's spec as saved: it may carry dataset statistics)
         self.spec = (
@@ -171,13 +120,7 @@ class Trainer:
             )
         if config.tile % self.spec.size_multiple:
             raise ConfigError(f"tile {config.tile} must be a multiple of {self.spec.size_multiple} for this model")
-        extra = dict(self.spec.head.get("extra_maps") or {})
-        self.instance_maps = (
-            list(config.targets) if config.targets is not None else [k for k in extra if k in ("boundary", "distance")]
-        )
-        missing = [k for k in self.instance_maps if k not in extra]
-        if missing:
-            raise ConfigError(f"targets ask for {missing[0]!r} but the model head has no such map (head.extra_maps)")
+        self.instance_maps = instance_maps(config, self.spec)
         self.instances = bool(self.instance_maps) or self.spec.output == "nuclei"
         if self.instances and any(im.instances is None for im in train_images):
             raise ConfigError("an instance model needs instance labels; this data has class masks only")
@@ -185,24 +128,10 @@ class Trainer:
         self.train_images = [rescale_to(im, self.spec.mpp) for im in train_images]
         self.val_images = [rescale_to(im, self.spec.mpp) for im in val_images]
         torch.manual_seed(config.seed)
-        self.model = build(self.spec).to(self.device)
+        self.model = build_model(self.spec).to(self.device)
         if config.init and not self.resume_meta:
             init_backbone(self.model, config.init)
-        self.sampler = TileSampler(
-            self.train_images,
-            tile=config.tile,
-            mean=self.spec.mean,
-            std=self.spec.std,
-            augment=config.augment,
-            instance_maps=self.instance_maps,
-            boundary_width=config.boundary_width,
-            device=self.device,
-        )
-        if config.normalize == "dataset" and not self.resume_meta:
-            mean, std = self.sampler.dataset_stats()
-            self.spec = replace(self.spec, mean=mean, std=std)
-            self.sampler.mean = torch.as_tensor(mean, device=self.device).view(1, -1, 1, 1)
-            self.sampler.std = torch.as_tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.sampler = self._make_sampler()
         self.model.spec = self.spec
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
@@ -211,19 +140,53 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         if self.resume_meta:
-            meta = load_checkpoint(self.last_path, self.model, self.optimizer)
-            state = meta["state"]
-            self.step = int(state["step"])
-            self.history = list(state.get("history", []))
-            self.best = dict(state.get("best", {}))
-            self.calibration = state.get("calibration")
-            self._set_rng(meta["rng"])
+            self._restore()
         select = config.select
         if select == "auto":
             select = "loss" if not self.val_images else ("aji" if self.instances else "mean_dice")
         self.select = select
 
+    def _make_sampler(self) -> TileSampler:
+        """Random training tiles; with ``normalize: dataset`` the spec takes the training images' mean and std."""
+        sampler = TileSampler(
+            self.train_images,
+            tile=self.config.tile,
+            mean=self.spec.mean,
+            std=self.spec.std,
+            augment=self.config.augment,
+            instance_maps=self.instance_maps,
+            boundary_width=self.config.boundary_width,
+            device=self.device,
+        )
+        if self.config.normalize == "dataset" and not self.resume_meta:
+            mean, std = sampler.dataset_stats()
+            self.spec = replace(self.spec, mean=mean, std=std)
+            sampler.mean = torch.as_tensor(mean, device=self.device).view(1, -1, 1, 1)
+            sampler.std = torch.as_tensor(std, device=self.device).view(1, -1, 1, 1)
+        return sampler
+
+    def _load_split(self, images: list[LabelledImage] | None, mpp: float | None) -> tuple[list, list]:
+        """The labelled images (given, or read at ``mpp``) split by image into training and validation."""
+        config = self.config
+        images = (
+            images if images is not None else load_sources(config.data, LoadContext(base=self.base_dir, target_mpp=mpp))
+        )
+        validation = config.split.validation or choose_validation(images, config.split.fraction, config.split.seed)
+        train_images, val_images = split_images(images, validation)
+        self.split = {"train": [im.name for im in train_images], "validation": [im.name for im in val_images]}
+        return train_images, val_images
+
     # ---- state ------------------------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Weights, optimizer, step, history and RNG states of the run being resumed."""
+        meta = load_checkpoint(self.last_path, self.model, self.optimizer)
+        state = meta["state"]
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self.best = dict(state.get("best", {}))
+        self.calibration = state.get("calibration")
+        self._set_rng(meta["rng"])
 
     def _rng(self) -> dict[str, torch.Tensor]:
         rng = {"sampler": self.generator.get_state(), "torch_cpu": torch.get_rng_state()}
@@ -457,18 +420,20 @@ class Trainer:
         validation images first, when asked); returns a summary, also written to ``summary.json``."""
         best_path = self.out / "best.safetensors"
         source = best_path if best_path.is_file() else self.last_path
-        model = build(self.spec).to(self.device)
+        model = build_model(self.spec).to(self.device)
         load_checkpoint(source, model)
         metrics = next((h for h in self.history if h["epoch"] == self.best.get("epoch")), self.history[-1])
         metrics = {k: v for k, v in metrics.items() if k != "val_per_image"}
         spec = replace(self.spec, trained=True)
         tuned = None
         if self.config.tune_postprocess and self.instances and self.val_images:
-            tuned = self._tune(model)
+            tuned = tune_thresholds(
+                model, self.spec, self.val_images, batch_size=self.config.val_batch_size, amp=self.amp
+            )
             spec = replace(spec, postprocess={**spec.postprocess, **tuned["params"]})
-        export_weights(
-            self.out / "model.safetensors",
+        save_weights(
             model,
+            self.out / "model.safetensors",
             spec=spec,
             train_config=self._config_dict(),
             state={**self._state(), "metrics": metrics, "tuned": tuned, "history": []},
@@ -486,20 +451,6 @@ class Trainer:
         }
         _write_json(self.out / "summary.json", summary)
         return summary
-
-    def _tune(self, model) -> dict:
-        from vimscope.train.tune import tune_postprocess
-
-        maps, gts = [], []
-        for im in self.val_images:
-            if im.instances is None:
-                continue
-            m = predict_maps_for(model, im.image, self.spec, batch_size=self.config.val_batch_size, amp=self.amp)
-            entry = {"nucleus": 1.0 - m["probabilities"][0]}
-            entry.update({k: v for k, v in m.items() if k in ("boundary", "distance")})
-            maps.append(entry)
-            gts.append(im.instances)
-        return tune_postprocess(maps, gts, base=self.spec.postprocess)
 
     def fit(self, cancel=None) -> dict:
         """Run to the end (or a stop); returns the last event's metrics."""

@@ -1,6 +1,6 @@
 """Losses for dense models: cross-entropy + soft Dice on class logits (unlabelled pixels ignored), and for
 instance models binary cross-entropy + soft Dice on the boundary logit, mean squared error on the distance map
-(a plain regression of the 0-1 target; the pipeline clamps it, see ``vimscope.pipeline.instances``).
+(a plain regression of the 0-1 target; the pipeline clamps it, see ``vimscope.instances.maps``).
 
 Everything is computed in float32 whatever the autocast dtype of the forward pass.
 """

@@ -1,7 +1,7 @@
 """Polygons to label maps with the pixel-edge convention of the writers (and QuPath).
 
 Pixel (r, c) covers [c, c+1) x [r, r+1); it belongs to a polygon when its centre (c + 0.5, r + 0.5) lies inside.
-A polygon vectorised from a mask by ``writers.polygons`` therefore rasterises back to exactly that mask. Holes
+A polygon vectorised from a mask by ``vector.polygons`` therefore rasterises back to exactly that mask. Holes
 leave what was underneath untouched. Pure numpy/scikit-image/shapely (no torch).
 """
 

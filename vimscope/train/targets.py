@@ -1,7 +1,7 @@
 """Training targets derived from instance maps (numpy/scipy): the maps an instance model learns to predict.
 
 - ``boundary``: pixels of an object within ``width`` px of another label (background or a touching object); the
-  post-processing (``vimscope.postprocess.instances``) seeds markers away from it, which separates touching nuclei.
+  post-processing (``vimscope.instances``) seeds markers away from it, which separates touching nuclei.
 - ``distance``: per object, the distance to its edge divided by its maximum (0-1; 1 at the object's centre).
 """
 

@@ -36,7 +36,7 @@ def tune_postprocess(
 
     Returns ``{"params": the full postprocess dict, "aji": best mean AJI, "default_aji": AJI with ``base``,
     "tried": number of combinations}``."""
-    from vimscope.postprocess.instances import InstanceParams, label_instances
+    from vimscope.instances import InstanceParams, label_instances
 
     grid = dict(grid or GRID)
     present = set().union(*(m.keys() for m in maps_per_image)) if maps_per_image else set()

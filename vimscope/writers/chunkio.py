@@ -17,7 +17,8 @@ What is written is read back soon: the instance and class-region steps follow th
 each pyramid level is made from the one below. The last chunks written to losslessly coded arrays stay in memory
 (``cache_bytes``, oldest dropped first), so those reads skip the file and the codec: on an H100 host the threads
 spent a third of their time reading back what they had just written. A JPEG-coded array is always read from its
-file, so a resumed run reads the same pixels as an uninterrupted one.
+file, so a resumed run reads the same pixels as an uninterrupted one; an array made with ``cache=False`` (the
+image copy, read back only for its own pyramid) too, so it leaves the room to the maps the later steps read.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ChunkArray:
     """Geometry and coding of one Zarr v2 array, (y, x) or (c, y, x), chunked along its last two axes (and
     ``lead_chunk`` planes at a time along the first)."""
 
-    def __init__(self, root: Path, shape, chunks, dtype, compressor, fill_value=0) -> None:
+    def __init__(self, root: Path, shape, chunks, dtype, compressor, fill_value=0, cache: bool = True) -> None:
         self.root = Path(root)
         self.shape = tuple(int(s) for s in shape)
         self.chunks = tuple(int(c) for c in chunks)
@@ -61,6 +62,7 @@ class ChunkArray:
         self._folders: set[Path] = set()  # created already
         config = compressor.get_config() if hasattr(compressor, "get_config") else {}
         self.lossless = config.get("id") not in LOSSY_CODECS or bool(config.get("lossless"))
+        self.cached = cache and self.lossless  # written chunks stay in ``ChunkIO``'s memory
 
     def keys(self, box: Box) -> Iterator[tuple[int, int]]:
         """(row, column) indices of the chunks ``box`` touches."""
@@ -195,7 +197,7 @@ class ChunkIO:
         with self._lock:
             old = self._cache.pop(tag, None)
             self._cached -= old.nbytes if old is not None else 0
-            if not array.lossless or block.nbytes > self.cache_bytes:
+            if not array.cached or block.nbytes > self.cache_bytes:
                 return
             self._cache[tag] = block
             self._cached += block.nbytes

@@ -9,6 +9,7 @@ fly (what is written so far is recompressed once); it is written under ``<name>.
 ``close()``, so a failed run leaves nothing under the final name. ``crs`` names the coordinates' CRS with the
 GeoJSON 2008 ``crs`` member (for map coordinates in the source CRS); ``rfc7946=True`` writes RFC 7946 GeoJSON:
 WGS 84 longitude/latitude (reprojected from ``src_crs`` with pyproj), counter-clockwise exteriors, no ``crs``.
+Reading GeoJSON back (regions of interest, annotations) is ``vimscope.vector.geojson``'s job.
 """
 
 from __future__ import annotations
@@ -213,43 +214,3 @@ class GeoJSONWriter:
         elif not self.closed:
             self._file.close()
             self.closed = True
-
-
-def classification_name(feature: dict) -> str | None:
-    """QuPath's classification name (``{"name": ..., "color": ...}`` since 0.2, a plain string before)."""
-    props = feature.get("properties") or {}
-    c = props.get("classification")
-    if isinstance(c, dict):
-        return c.get("name")
-    return c if isinstance(c, str) else props.get("class")
-
-
-def read_features(path: str | os.PathLike, *, what: str = "GeoJSON file", bare_geometry: bool = False) -> list:
-    """The features of a GeoJSON file (plain or gzipped) as QuPath exports it: a FeatureCollection, a Feature or
-    a list of features; with ``bare_geometry`` a lone geometry too. ``what`` names the file in error messages."""
-    from pathlib import Path
-
-    from vimscope.errors import ConfigError
-
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip_module.decompress(raw)
-        doc = json.loads(raw)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable GeoJSON file ({type(e).__name__})") from None
-    if isinstance(doc, list):
-        return doc
-    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
-        return list(doc.get("features") or [])
-    if isinstance(doc, dict) and doc.get("type") == "Feature":
-        return [doc]
-    if bare_geometry and isinstance(doc, dict) and "coordinates" in doc:
-        return [{"geometry": doc}]
-    expected = (
-        "a FeatureCollection, Feature or geometry" if bare_geometry else "a FeatureCollection or a list of features"
-    )
-    raise ConfigError(f"{path}: expected a GeoJSON {expected}")

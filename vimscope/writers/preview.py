@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,13 @@ def render_preview(
     alpha: float = 0.45,
     max_size: int = 1024,
     title: str | None = None,
+    shares: Mapping[str, float] | None = None,
 ):
-    """The preview as a PIL image: thumbnail (longest side <= ``max_size``), overlay, and a legend column."""
+    """The preview as a PIL image: thumbnail (longest side <= ``max_size``), overlay, and a legend column.
+
+    ``shares`` (class name -> fraction of the labelled pixels, 0-1): what the legend prints; a run passes its
+    summary's full-resolution fractions, so legend, summary and report agree. Without it the legend counts the
+    (coarser) class map given here."""
     from PIL import Image, ImageDraw, ImageFont
 
     thumb = Image.fromarray(np.asarray(thumbnail_rgb)[..., :3].astype(np.uint8))
@@ -69,7 +74,7 @@ def render_preview(
     total = max(1, int(counts.sum()))
     for value, name, color in shown:
         draw.rectangle([x, y + 2, x + 14, y + 14], fill=color, outline=(0, 0, 0))
-        share = 100.0 * counts[value] / total
+        share = 100.0 * (shares[name] if shares is not None and name in shares else counts[value] / total)
         draw.text((x + 20, y + 2), f"{name[:22]}  {share:.1f}%", fill=(0, 0, 0), font=font)
         y += line
     return canvas
@@ -84,9 +89,12 @@ def write_preview(
     alpha: float = 0.45,
     max_size: int = 1024,
     title: str | None = None,
+    shares: Mapping[str, float] | None = None,
 ) -> Path:
     """Render and write ``preview.png`` atomically; returns its path."""
-    image = render_preview(thumbnail_rgb, class_map, classes, alpha=alpha, max_size=max_size, title=title)
+    image = render_preview(
+        thumbnail_rgb, class_map, classes, alpha=alpha, max_size=max_size, title=title, shares=shares
+    )
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return atomic_write_bytes(path, buf.getvalue())

@@ -18,7 +18,7 @@ from vimscope.errors import ConfigError
 from vimscope.train.datasets.base import IGNORE_INDEX, LabelledImage, LoadContext, resolve
 from vimscope.train.rasterize import polygon_mask, rasterize
 from vimscope.types import Box
-from vimscope.writers.geojson import classification_name, read_features
+from vimscope.vector.geojson import classification_name, read_features
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".mrxs", ".scn", ".bif", ".vms", ".png", ".jpg", ".zarr")
 

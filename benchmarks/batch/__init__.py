@@ -1,0 +1,1 @@
+"""Batch benchmarks: ``vimscope batch`` over many slides on one or several GPUs, local or dask.distributed."""

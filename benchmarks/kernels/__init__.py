@@ -1,0 +1,1 @@
+"""Kernel benchmarks: the bidirectional scan against its bound and the official kernel, launch sweeps, SASS reports."""

@@ -1,0 +1,33 @@
+"""``add_rmsnorm``: the Triton kernel for CUDA inference, the PyTorch reference where gradients are needed or off
+CUDA (the two compute the same function; tests/kernels/test_add_rmsnorm.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from .naive import add_rmsnorm_ref
+
+
+def add_rmsnorm(
+    hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float = 1e-5, *, backend=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden (..., D); residual (..., D) float32 or None; weight (D,). Returns (y in weight's dtype, new float32
+    residual), see ``naive.add_rmsnorm_ref``. backend: None (the reference: the Triton kernel is opt-in until a
+    GPU run checks it), "triton" (CUDA or the interpreter, without gradients) or "reference"."""
+    if residual is not None and residual.shape != hidden.shape:
+        raise ValueError(f"residual must have hidden's shape {tuple(hidden.shape)}, got {tuple(residual.shape)}")
+    if weight.shape != hidden.shape[-1:]:
+        raise ValueError(f"weight must have shape ({hidden.shape[-1]},), got {tuple(weight.shape)}")
+    if backend not in (None, "triton", "reference"):
+        raise ValueError(f"backend must be 'triton', 'reference' or None, got {backend!r}")
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, residual, weight))
+    use_triton = backend == "triton" and not needs_grad
+    if not use_triton or hidden.dtype == torch.float64 or hidden.numel() == 0:
+        return add_rmsnorm_ref(hidden, residual, weight, eps)
+    from ..common.config import prepare_launch
+    from .fwd import add_rmsnorm_forward
+
+    prepare_launch()
+    residual = residual.float().contiguous() if residual is not None else None
+    with torch.no_grad():
+        return add_rmsnorm_forward(hidden.contiguous(), residual, weight.contiguous(), eps)

@@ -1,0 +1,54 @@
+"""The bidirectional SSD kernels on a GPU at real shapes (6 heads of 64, state 64, as vim_ssd_tiny), against
+the chunked PyTorch form in float64 on the same GPU: outputs and every gradient, both chunk sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from vimscope_kernels import bi_ssd
+
+from tests.kernels.helpers import rel_err
+from tests.kernels.test_ssd import INPUTS, LOW, PER_HEAD, TOL, make_inputs
+
+pytestmark = pytest.mark.gpu
+
+
+def run(inputs, grad, dtype, **kwargs):
+    leaves = {
+        k: v.cuda()
+        .to(dtype if k in LOW else (torch.float64 if dtype == torch.float64 else torch.float32))
+        .requires_grad_()
+        for k, v in inputs.items()
+    }
+    out = bi_ssd(**leaves, **kwargs)
+    out.backward(grad.cuda().to(out.dtype))
+    return out, {k: v.grad for k, v in leaves.items()}
+
+
+@pytest.mark.parametrize("chunk", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("batch, length", [(2, 1000), (1, 4099)], ids=["B2-L1000", "B1-L4099"])
+def test_kernels_match_float64_chunked_form(batch, length, dtype, chunk):
+    inputs = make_inputs(batch, length, 6, 1, headdim=64, state=64, seed=length)
+    grad = torch.randn(batch, length, 6, 64, dtype=torch.float64)
+    ref, ref_grads = run(inputs, grad, torch.float64, backend="torch")
+    out, grads = run(inputs, grad, dtype, chunk_size=chunk)
+    tol, tol_head = TOL[dtype]
+    tol = max(tol, 1e-3) if dtype == torch.float32 else tol  # tf32 tensor cores for float32 dots on the GPU
+    tol_head = max(tol_head, 3e-3) if dtype == torch.float32 else tol_head
+    errors = {"out": rel_err(out, ref)} | {k: rel_err(grads[k], ref_grads[k]) for k in INPUTS}
+    bad = {k: e for k, e in errors.items() if e > (tol_head if k in PER_HEAD else tol)}
+    assert not bad, f"relative errors over tolerance: {bad} (all: {errors})"
+
+
+@pytest.mark.parametrize("segments", [None, 5])
+def test_forward_segments_match_on_gpu(segments, monkeypatch):
+    """The segment split of the forward (None: as many as fill the GPU) gives the unsplit outputs."""
+    from vimscope_kernels.ssd import function
+
+    inputs = {k: v.cuda().to(torch.bfloat16 if k in LOW else torch.float32) for k, v in
+              make_inputs(1, 8191, 6, 1, headdim=64, state=64, seed=5).items()}  # fmt: skip
+    monkeypatch.setitem(function.LAUNCH, "segments", 1)
+    ref = bi_ssd(**inputs, chunk_size=64)
+    monkeypatch.setitem(function.LAUNCH, "segments", segments)
+    assert rel_err(bi_ssd(**inputs, chunk_size=64), ref) < 1e-2
