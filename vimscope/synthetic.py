@@ -137,16 +137,11 @@ def jpeg_pyramid(
     fills the slide with tissue. Each tile is one of ``textures`` drawn textures, picked by a seeded generator.
     Written under a temporary name, renamed when complete.
     """
-    import tifffile
-
-    path = Path(path)
     drawn = [synthetic_rgb(tile, tile, seed * 1009 + k, tissue_scale=0) for k in range(textures)]
     pink = [encode_jpeg_tile(t) for t in drawn]
     glass = encode_jpeg_tile(np.full((tile, tile, 3), GLASS, np.uint8))
     x0, y0, x1, y1 = tissue_box or (0, 0, size, size)
-    sizes = [size]
-    while sizes[-1] > 2 * tile:
-        sizes.append(math.ceil(sizes[-1] / 2))
+    sizes = [s for s, _ in pyramid_shapes(size, size, tile)]
     rng = np.random.default_rng(seed)
     cut: dict[tuple, bytes] = {}
 
@@ -171,27 +166,38 @@ def jpeg_pyramid(
                         cut[rect] = encode_jpeg_tile(img)
                     yield cut[rect]
 
+    return write_jpeg_levels(path, [(s, s) for s in sizes], lambda k, shape: tiles(shape[0], 2**k), tile=tile, mpp=mpp)
+
+
+def pyramid_shapes(height: int, width: int, tile: int) -> list[tuple[int, int]]:
+    """(height, width) of each level: halved (rounded up) while the longer side exceeds ``2 * tile``."""
+    shapes = [(height, width)]
+    while max(shapes[-1]) > 2 * tile:
+        shapes.append((math.ceil(shapes[-1][0] / 2), math.ceil(shapes[-1][1] / 2)))
+    return shapes
+
+
+def write_jpeg_levels(path: str | Path, shapes: list[tuple[int, int]], tiles, *, tile: int, mpp: float) -> Path:
+    """A pyramidal RGB BigTIFF of pre-encoded JPEG tiles (YCbCr 4:2:0, as ``encode_jpeg_tile`` makes them): level
+    k of ``shapes`` (its (height, width)) from ``tiles(k, shape)``, an iterator of tile bytes in row-major order;
+    levels 1.. as SubIFDs of level 0, each with its pixel size. Written under a temporary name, renamed when
+    complete; no level is ever held in memory."""
+    import tifffile
+
+    path = Path(path)
     options = dict(dtype=np.uint8, tile=(tile, tile), compression="jpeg", photometric="ycbcr", subsampling=(2, 2))
     tmp = path.with_name(path.name + ".partial")
     with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
-        tw.write(
-            tiles(size, 1),
-            shape=(size, size, 3),
-            subifds=len(sizes) - 1,
-            resolution=(1e4 / mpp, 1e4 / mpp),
-            resolutionunit="CENTIMETER",
-            metadata=None,
-            **options,
-        )
-        for k, s in enumerate(sizes[1:], 1):
+        for k, shape in enumerate(shapes):
             scale = mpp * 2**k
+            extra = {"subifds": len(shapes) - 1} if k == 0 else {"subfiletype": 1}
             tw.write(
-                tiles(s, 2**k),
-                shape=(s, s, 3),
-                subfiletype=1,
+                tiles(k, shape),
+                shape=(*shape, 3),
                 resolution=(1e4 / scale, 1e4 / scale),
                 resolutionunit="CENTIMETER",
                 metadata=None,
+                **extra,
                 **options,
             )
     tmp.replace(path)

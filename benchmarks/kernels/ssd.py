@@ -77,7 +77,7 @@ def ceilings(device) -> dict:
 
 def make_inputs(batch, length, device, dtype=torch.bfloat16, heads=HEADS, headdim=HEADDIM, state=STATE, seed=0):
     """Views into one (Bt, L, 2E + 2GN + 2H, padded to 16) tensor (the mixer's in_proj output) plus the per-head
-    parameters. (The first H100 run, ssd_h100_2026-12-07.json, used the unpadded 908-column rows.)"""
+    parameters. (The first H100 run, ssd_h100_2026-12-07.json at commit 9958ae5, used unpadded 908-column rows.)"""
     g = torch.Generator(device=device).manual_seed(seed)
     E, GN = heads * headdim, GROUPS * state
     width = -(-(2 * E + 2 * GN + 2 * heads) // 16) * 16  # padded as vim_ssd.SSDMixer pads in_proj

@@ -55,20 +55,44 @@ SIZES = (224, 512, 1024, 1248, 2048, 4096)
 BATCHES = {224: 256, 512: 128, 1024: 64, 1248: 64, 2048: 16, 4096: 8}
 PROFILE_SIZES = (1024, 2048)
 GOAL_SIZES = (1248, 2048, 4096)
-MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny")
-VIM_MODELS = ("vim_tiny", "vim_ssd_tiny")  # built by create_model (vim_ssd_tiny: the SSD mixer, same backbone)
+MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked")
+# built by create_model (vim_ssd_tiny: the SSD mixer, same backbone; vim_tiny_chunked: vim_tiny run with CHUNKED)
+VIM_MODELS = ("vim_tiny", "vim_ssd_tiny", "vim_tiny_chunked")
+# vimscope_kernels' launch-table keys set around vim_tiny_chunked's calls: the training forward's chunked scan and
+# PyTorch's add + RMSNorm, the inference path before the sequential kernel and the fused norm became the default.
+CHUNKED = {"seq_fwd": False, "triton_rmsnorm": False}
 PATCH = 16
 
 
 # ----------------------------------------------------------------------------------------------- models
 
 
+class WithLaunch(torch.nn.Module):
+    """A model whose every call runs with some launch-table keys of vimscope_kernels set (restored after)."""
+
+    def __init__(self, model: torch.nn.Module, launch: dict):
+        super().__init__()
+        self.model, self.launch = model, launch
+
+    def forward(self, *args, **kwargs):
+        from vimscope_kernels.common.config import DEFAULTS
+
+        saved = {k: DEFAULTS[k] for k in self.launch}
+        DEFAULTS.update(self.launch)
+        try:
+            return self.model(*args, **kwargs)
+        finally:
+            DEFAULTS.update(saved)
+
+
 def build_vim(device: torch.device, precision: str, name: str = "vim_tiny") -> torch.nn.Module:
     from vimscope.models import create_model
 
-    model = create_model(name)  # feature head; 224 px position embedding, resampled per forward
+    chunked = name == "vim_tiny_chunked"
+    model = create_model("vim_tiny" if chunked else name)  # feature head; 224 px position embedding, resampled
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    return WithLaunch(model, CHUNKED) if chunked else model
 
 
 def build_deit(size: int, device: torch.device, precision: str) -> torch.nn.Module:

@@ -86,10 +86,12 @@ _CACHE_SIZE = 256  # entries (one per mixer layer and weight set): a few KB each
 def cached_stack_params(params: dict, channels: int) -> dict:
     """``stack_params`` for inference, kept while the same weight tensors come back unchanged (identity and version
     counter): a model's forward then launches no stacking, exp or cast kernels per layer. The entry holds the
-    weights themselves, so a freed tensor's address can never be mistaken for a live one."""
+    weights themselves, so a freed tensor's address can never be mistaken for a live one. Tensors made under
+    ``torch.inference_mode`` (a bf16 model's float32 weight copies) have no version counter: identity alone keys
+    them, as nothing outside inference mode can change them in place."""
     tensors = tuple(params.values())
     key = tuple(id(t) for t in tensors)
-    versions = tuple(t._version for t in tensors)
+    versions = tuple(-1 if t.is_inference() else t._version for t in tensors)
     hit = _CACHE.get(key)
     if hit is not None and hit[1] == versions and all(a is b for a, b in zip(hit[0], tensors)):
         return hit[2]

@@ -105,15 +105,16 @@ DEFAULTS: dict[str, object] = {
     "bwd_rev_flip": True,  # reverse scans as forward scans of flipped tiles (no lane butterflies)
     "bwd_edot": False,  # dB, dC summed over channels on the tensor cores (a GEMM with ones) instead of shuffles
     "fuse_dt_proj": False,  # the rank-R dt projection inside the scan kernels instead of one batched GEMM
-    # The inference kernels below are opt-in until a GPU run checks them (their interpreter tests pass and they
-    # compile for sm_90; the GPU tests are ready: tests/kernels/test_seq.py, test_rmsnorm.py).
+    # The inference kernels below: checked on an H100 (tests/kernels/test_seq.py, test_rmsnorm.py) and on by
+    # default since vim_tiny ran 1.33-1.56x faster with them (benchmarks/results/backbone_h100_2026-12-07.json).
     "conv_xproj": None,  # "split" (conv kernel + cuBLAS GEMM) or "fused" (one Triton kernel); None: fused
-    "seq_fwd": False,  # forward without gradients: the sequential kernel (bimamba.fwd._seq_scan_kernel)
+    "seq_fwd": True,  # forward without gradients: the sequential kernel (bimamba.fwd._seq_scan_kernel)
     "seq_block_e": 32,  # its channels per direction and program (2 x seq_block_e threads, one column each)
     "seq_chunk_len": None,  # its chunk length (any int); None: one chunk unless the batch leaves SMs short
     "seq_sm_warps": 8,  # warps wanted in flight per SM when seq_chunk_len is picked
     "seq_exp_poly": 0,  # its states below this index take exp2 on the FMA pipe (polynomial) instead of MUFU
     "seq_maxnreg": 168,  # its register cap: 6 programs of 2 warps per SM, so batch 64 x E 384 runs in one wave
+    "triton_rmsnorm": True,  # the Vim block's residual add + RMSNorm as one Triton kernel (CUDA, no gradients)
 }
 LAUNCH_KEYS = tuple(DEFAULTS)
 

@@ -12,8 +12,8 @@ def add_rmsnorm(
     hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float = 1e-5, *, backend=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden (..., D); residual (..., D) float32 or None; weight (D,). Returns (y in weight's dtype, new float32
-    residual), see ``naive.add_rmsnorm_ref``. backend: None (the reference: the Triton kernel is opt-in until a
-    GPU run checks it), "triton" (CUDA or the interpreter, without gradients) or "reference"."""
+    residual), see ``naive.add_rmsnorm_ref``. backend: None (the launch table's ``triton_rmsnorm``: Triton on CUDA
+    without gradients when it is on), "triton" (CUDA or the interpreter, without gradients) or "reference"."""
     if residual is not None and residual.shape != hidden.shape:
         raise ValueError(f"residual must have hidden's shape {tuple(hidden.shape)}, got {tuple(residual.shape)}")
     if weight.shape != hidden.shape[-1:]:
@@ -21,6 +21,10 @@ def add_rmsnorm(
     if backend not in (None, "triton", "reference"):
         raise ValueError(f"backend must be 'triton', 'reference' or None, got {backend!r}")
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, residual, weight))
+    if backend is None:
+        from ..common.config import DEFAULTS
+
+        backend = "triton" if DEFAULTS["triton_rmsnorm"] and hidden.is_cuda else "reference"
     use_triton = backend == "triton" and not needs_grad
     if not use_triton or hidden.dtype == torch.float64 or hidden.numel() == 0:
         return add_rmsnorm_ref(hidden, residual, weight, eps)

@@ -364,7 +364,7 @@ def ssd_scan_bwd(x, dt, A, bias, B, C, dy, chunk: int, num_warps: int = 4, num_s
         Q=chunk,
         P=P,
         N=N,
-        F32=interpreted(),
+        F32=interpreted() or x.dtype == torch.float32,
         num_warps=num_warps,
         num_stages=num_stages,
     )

@@ -16,8 +16,9 @@ __all__ = ["BiSSDFn", "bi_ssd", "DEFAULT_CHUNK", "LAUNCH"]
 DEFAULT_CHUNK = 64
 # Triton launch parameters of the scan kernels (benchmarks/kernels/ssd.py sweeps them on the GPU)
 # segments: how many pieces the forward cuts each sequence into (None: enough to fill the GPU at small batch,
-# fwd.segments_for). 1 until a GPU run has measured and checked the split (it is tested in the interpreter only).
-LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 1, "segments": 1}
+# fwd.segments_for). num_stages 2: 7-11 % faster forwards at 64 x 4,096 and 16 x 16,384 tokens on the H100
+# (benchmarks/results/ssd_h100_2026-12-07.json), the backward within 1 %.
+LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 2, "segments": None}
 
 
 class BiSSDFn(torch.autograd.Function):

@@ -26,10 +26,11 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 @triton.jit
 def mm(a, b, F32: tl.constexpr):
-    """a @ b on tensor cores, float32 accumulation. F32 (the CPU interpreter, whose bf16 dot is wrong in Triton 3.6)
-    multiplies the same rounded operands in float32."""
+    """a @ b on tensor cores, float32 accumulation. F32 multiplies float32 operands at near-float32 precision (tf32x3:
+    three tf32 products, not one): for float32 inputs, whose callers expect float32 results, and in the CPU
+    interpreter, whose bf16 dot is wrong in Triton 3.6."""
     if F32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32x3")
     return tl.dot(a, b)
 
 
@@ -308,8 +309,10 @@ def scan_strides(x, dt, B, C):
 
 
 def segments_for(x: torch.Tensor, chunks: int, programs: int) -> int:
-    """How many segments to cut each sequence into: 1 while (batch, head, direction) programs fill the GPU about
-    four times over, else enough to (at most one segment per chunk). ``LAUNCH["segments"]`` overrides."""
+    """How many segments to cut each sequence into: 1 while (batch, head, direction) programs fill every SM, else
+    enough for about four programs per SM (at most one segment per chunk). ``LAUNCH["segments"]`` overrides.
+    On the H100 (ssd_h100_2026-12-07.json) the split took 8 x 65,536 tokens (96 programs) from 4.76 to 3.76 ms
+    and slowed 16 x 16,384 (192 programs, 3 segments) from 1.49 to 1.84 ms."""
     from .function import LAUNCH
 
     if LAUNCH.get("segments"):
@@ -317,6 +320,8 @@ def segments_for(x: torch.Tensor, chunks: int, programs: int) -> int:
     if not x.is_cuda:
         return 1
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    if programs >= sms:
+        return 1
     return max(1, min(chunks, -(-4 * sms // programs)))
 
 
@@ -336,7 +341,8 @@ def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stage
     y2 = torch.empty((2, Bt, L, H, P), device=x.device, dtype=x.dtype)
     hseg = torch.empty((Bt, 2, H, S, N * P + 1), device=x.device, dtype=torch.float32) if S > 1 else y2
     y_strides = (y2.stride(0), y2.stride(1), y2.stride(2), y2.stride(3))
-    meta = dict(Q=chunk, P=P, N=N, F32=interpreted(), num_warps=num_warps, num_stages=num_stages)
+    f32 = interpreted() or x.dtype == torch.float32
+    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
     _ssd_scan_fwd_kernel[(Bt * H, 2, S)](
         x, dt, A, bias, B, C, y2, hseg, L, H, H // G, cps, *scan_strides(x, dt, B, C), *y_strides,
         SPLIT=S > 1, **meta,

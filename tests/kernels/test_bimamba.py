@@ -172,6 +172,21 @@ def test_silent_direction_really_is_silent():
     torch.testing.assert_close(bimamba_inner_ref(xz, *p.values()), fwd_only)
 
 
+def test_stacked_params_cache_takes_inference_tensors():
+    """A bf16 model under torch.inference_mode hands float32 copies without a version counter: the cache keys them
+    by identity (one stacking per weight set, not per call) and re-stacks for other tensors."""
+    from vimscope_kernels.bimamba.params import cached_stack_params
+
+    with torch.inference_mode():
+        p = {k: v.float() for k, v in vim_params(8, 4, 2).items()}
+        assert all(t.is_inference() for t in p.values())
+        first = cached_stack_params(p, 8)
+        assert cached_stack_params(p, 8) is first
+        other = {k: v.clone() for k, v in p.items()}
+        assert cached_stack_params(other, 8) is not first
+    torch.testing.assert_close(first["A"], cached_stack_params(other, 8)["A"])
+
+
 def test_backward_is_deterministic():
     """Two backward passes give bitwise identical gradients (no float atomics)."""
     first = run_case(2, 37, (12, 6, 3), torch.float32, "both", 8)

@@ -72,8 +72,8 @@ def test_seq_kernel_matches_reference(case):
 
 
 def test_inference_takes_the_sequential_kernel_when_asked_and_training_does_not(monkeypatch):
-    """seq_fwd without gradients: the sequential kernel; by default (opt-in until checked on a GPU) and with
-    gradients: the autograd path (its own kernels)."""
+    """Without gradients the sequential kernel (the default) unless seq_fwd=False asks for the training forward;
+    with gradients always the autograd path (its own kernels)."""
     import vimscope_kernels
     from vimscope_kernels.bimamba import fwd
 
@@ -82,9 +82,9 @@ def test_inference_takes_the_sequential_kernel_when_asked_and_training_does_not(
     params = [p.float() for p in vim_params(8, 4, 2).values()]
     xz = torch.randn(1, 5, 16)
     with torch.no_grad():
-        vimscope_kernels.bimamba_inner(xz, *params, backend="triton")
+        vimscope_kernels.bimamba_inner(xz, *params, backend="triton", seq_fwd=False)
         assert calls == []
-        vimscope_kernels.bimamba_inner(xz, *params, backend="triton", seq_fwd=True)
+        vimscope_kernels.bimamba_inner(xz, *params, backend="triton")
     assert calls == [1]
     xz.requires_grad_()
     y = vimscope_kernels.bimamba_inner(xz, *params, backend="triton", seq_fwd=True)

@@ -129,29 +129,31 @@ def test_directions_are_causal_and_anticausal(backend):
 
 
 def test_strided_views_of_one_projection():
-    """x, z, B, C and dt as views into one (Bt, L, 2E + 2GN + 2H) tensor, as the mixer passes them."""
-    inputs = make_inputs(1, 37, 2, 1, seed=7)
+    """x, z, B, C and dt as views into one (Bt, L, 2E + 2GN + 2H + pad) tensor, as the mixer passes them (its rows
+    padded to a multiple of 16 columns): the output and the gradient of that one tensor."""
+    inputs = make_inputs(2, 37, 2, 1, seed=7)
     E, GN, H = 32, 16, 2
-    flat = torch.cat(
-        [
-            inputs["z"].flatten(2),
-            inputs["x"].flatten(2),
-            inputs["B"].flatten(2),
-            inputs["C"].flatten(2),
-            inputs["dt"].flatten(2),
-        ],
-        dim=-1,
-    ).float()
-    views = {
-        "z": flat[..., :E].unflatten(-1, (H, 16)),
-        "x": flat[..., E : 2 * E].unflatten(-1, (H, 16)),
-        "B": flat[..., 2 * E : 2 * E + GN].unflatten(-1, (1, 16)),
-        "C": flat[..., 2 * E + GN : 2 * E + 2 * GN].unflatten(-1, (1, 16)),
-        "dt": flat[..., 2 * E + 2 * GN :].unflatten(-1, (2, H)),
-    }
+    parts = [inputs[k].flatten(2) for k in ("z", "x", "B", "C", "dt")] + [torch.zeros(2, 37, 12, dtype=torch.float64)]
+    flat64 = torch.cat(parts, dim=-1).requires_grad_()
+    flat = flat64.detach().float().requires_grad_()
+    grad = torch.randn(2, 37, H, 16, dtype=torch.float64)
+
+    def views(t):
+        return {
+            "z": t[..., :E].unflatten(-1, (H, 16)),
+            "x": t[..., E : 2 * E].unflatten(-1, (H, 16)),
+            "B": t[..., 2 * E : 2 * E + GN].unflatten(-1, (1, 16)),
+            "C": t[..., 2 * E + GN : 2 * E + 2 * GN].unflatten(-1, (1, 16)),
+            "dt": t[..., 2 * E + 2 * GN : 2 * E + 2 * GN + 2 * H].unflatten(-1, (2, H)),
+        }
+
     params = {k: inputs[k].float() for k in ("A", "D", "dt_bias")}
-    out = bi_ssd(**views, **params, chunk_size=16, backend="triton")
-    assert rel_err(out, bi_ssd_ref(**inputs)) < TOL[torch.float32][0]
+    out = bi_ssd(**views(flat), **params, chunk_size=16, backend="triton")
+    ref = bi_ssd_ref(**views(flat64), **{k: inputs[k] for k in params})
+    out.backward(grad.float())
+    ref.backward(grad)
+    assert rel_err(out, ref) < TOL[torch.float32][0]
+    assert rel_err(flat.grad, flat64.grad) < TOL[torch.float32][0]
 
 
 @pytest.mark.parametrize(

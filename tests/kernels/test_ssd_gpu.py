@@ -34,8 +34,6 @@ def test_kernels_match_float64_chunked_form(batch, length, dtype, chunk):
     ref, ref_grads = run(inputs, grad, torch.float64, backend="torch")
     out, grads = run(inputs, grad, dtype, chunk_size=chunk)
     tol, tol_head = TOL[dtype]
-    tol = max(tol, 1e-3) if dtype == torch.float32 else tol  # tf32 tensor cores for float32 dots on the GPU
-    tol_head = max(tol_head, 3e-3) if dtype == torch.float32 else tol_head
     errors = {"out": rel_err(out, ref)} | {k: rel_err(grads[k], ref_grads[k]) for k in INPUTS}
     bad = {k: e for k, e in errors.items() if e > (tol_head if k in PER_HEAD else tol)}
     assert not bad, f"relative errors over tolerance: {bad} (all: {errors})"

@@ -88,18 +88,25 @@ def test_mamba_mixer_weights_do_not_fit(tmp_path):
 
 @pytest.mark.gpu
 def test_cuda_kernels_match_the_cpu_path_with_gradients():
-    """vim_ssd_tiny on CUDA: the Triton mixer against the chunked PyTorch form, features and a backward pass."""
+    """vim_ssd_tiny on CUDA, float32: the Triton mixer against the chunked PyTorch form, features and the gradient
+    of every parameter. The loss is a fixed random projection of the features: mean(features ** 2) of RMS-normed
+    features is nearly constant, and its gradient is rounding noise (1.5e-2 between float32 and float64 even on
+    the PyTorch path)."""
     torch.manual_seed(2)
     model = create_model("vim_ssd_tiny", depth=4).cuda().train()
     x = torch.randn(2, 3, 256, 320, device="cuda")
+    with torch.no_grad():
+        probe = torch.randn_like(model(x)["features"])
     results = {}
     for backend in ("triton", "torch"):
         set_backend(model, backend)
         model.zero_grad()
         features = model(x)["features"]
-        features.square().mean().backward()
-        grad = model.backbone.layers[1].mixer.in_proj.weight.grad.clone()
-        results[backend] = features.detach(), grad
+        (features * probe).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[backend] = features.detach(), grads
     (f_fast, g_fast), (f_ref, g_ref) = results["triton"], results["torch"]
-    assert ((f_fast - f_ref).norm() / f_ref.norm()).item() < 3e-3  # tf32 tensor-core dots in the kernels
-    assert ((g_fast - g_ref).norm() / g_ref.norm()).item() < 1e-2
+    assert ((f_fast - f_ref).norm() / f_ref.norm()).item() < 1e-4  # float32 inputs: tf32x3 dots, near float32
+    assert g_fast.keys() == g_ref.keys() and any(".mixer.in_proj." in n for n in g_ref)
+    errors = {n: ((g_fast[n] - g_ref[n]).norm() / g_ref[n].norm()).item() for n in g_ref}
+    assert max(errors.values()) < 1e-4, sorted(errors.items(), key=lambda kv: -kv[1])[:5]

@@ -7,18 +7,16 @@ line too unless ``--debug`` asks for the traceback.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
-# OpenMP threads that spin after each parallel region (libgomp's default) steal the cores from the other runtime
-# (torch's and numba's pools alternate every layer) and from the run's reader and post-processing threads: on 2
-# cores a CPU forward used 3.7x the CPU time of PASSIVE waiting. Read when torch loads, so set before any import.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from vimscope import __version__
+from vimscope.cli.process import keep_freed_memory, set_openmp_passive
 from vimscope.errors import VimscopeError
+
+set_openmp_passive()  # read when torch loads: before any import of it (nothing above imports torch)
+keep_freed_memory()
 
 # subcommand -> "module:attribute"; each lives in its own small module.
 SUBCOMMANDS = {
