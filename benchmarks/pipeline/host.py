@@ -13,6 +13,7 @@ then has its own seconds (``finish_*``), none hidden in the overlap.
 
     python -m benchmarks.pipeline.host                      # 4096² slide
     python -m benchmarks.pipeline.host --size 8192 --no-profile --repeat 3
+    python -m benchmarks.pipeline.host --mosaic --size 8192   # real H&E crops (mosaic_slide) instead of drawn blobs
 Another version on the same slide: the same command in that version's checkout (same ``--workdir``).
 """
 
@@ -132,6 +133,8 @@ def run_once(slide: Path, out: Path, batch_size: int, profile: bool):
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=4096, help="slide side in px at 0.25 µm/px (default 4096)")
+    p.add_argument("--mosaic", action="store_true", help="the real-pixel slide of mosaic_slide instead of drawn blobs")
+    p.add_argument("--cells", type=Path, default=None, help="its crops (default ../shared/data/labelled, or a pack)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per fake forward pass")
     p.add_argument("--repeat", type=int, default=1, help="runs (the table shows medians)")
     p.add_argument("--no-profile", action="store_true", help="skip cProfile (it slows Python-heavy stages)")
@@ -187,7 +190,7 @@ def summarise(args, slide: Path, runs: list[dict]) -> dict:
         "cpus": os.cpu_count(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "args": {k: str(v) for k, v in vars(args).items()},
-        "slide": {"size": args.size, "megapixels": runs[0]["mpx"]},
+        "slide": {"size": args.size, "megapixels": runs[0]["mpx"], "kind": "mosaic" if args.mosaic else "drawn"},
         "objects": runs[0]["objects"],
         "timings_s_median": median,
         "wall_s_median": round(wall, 2),
@@ -200,9 +203,16 @@ def summarise(args, slide: Path, runs: list[dict]) -> dict:
 def main() -> int:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    slide = args.workdir / f"host-{args.size}.tif"
-    if not slide.exists():
-        jpeg_pyramid(slide, args.size, mpp=0.25, seed=0)
+    if args.mosaic:  # real H&E crops (benchmarks.pipeline.mosaic_slide): real nucleus shapes and densities
+        from benchmarks.pipeline.mosaic_slide import DATA, write_mosaic
+
+        slide = args.workdir / f"host-mosaic-{args.size}.tif"
+        if not slide.exists():
+            write_mosaic(slide, args.size, args.size, root=args.cells or DATA)
+    else:
+        slide = args.workdir / f"host-{args.size}.tif"
+        if not slide.exists():
+            jpeg_pyramid(slide, args.size, mpp=0.25, seed=0)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
     runs, prof = run_all(args, slide)
