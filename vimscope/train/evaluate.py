@@ -91,7 +91,7 @@ def predict_in_memory(model, im: LabelledImage, *, batch_size: int, amp: bool) -
 
     spec = model.spec
     maps = predict_maps_for(model, rescale_to(im, spec.mpp).image, spec, batch_size=batch_size, amp=amp)
-    return maps_to_labels(maps, spec.postprocess, spec.output == "nuclei")
+    return maps_to_labels(maps, spec.postprocess, spec.output == "nuclei", mpp=spec.mpp)
 
 
 def evaluation_data(weights: str | Path, data: list[dict] | None, split: str) -> tuple[list[dict], Path | None, list]:

@@ -107,8 +107,11 @@ def predict_maps_for(
     )
 
 
-def maps_to_labels(maps: dict[str, np.ndarray], postprocess: dict | None, instances: bool) -> dict[str, np.ndarray]:
-    """Class map (argmax) and, for instance models, instance ids from the nucleus (= 1 - background) map."""
+def maps_to_labels(
+    maps: dict[str, np.ndarray], postprocess: dict | None, instances: bool, *, mpp: float | None = None
+) -> dict[str, np.ndarray]:
+    """Class map (argmax) and, for instance models, instance ids from the nucleus (= 1 - background) map. ``mpp``:
+    µm per pixel of the maps, so that the model's limits in µm² apply as in ``vimscope segment``."""
     probs = maps["probabilities"]
     out = {"classes": probs.argmax(0).astype(np.uint8)}
     if instances:
@@ -119,5 +122,5 @@ def maps_to_labels(maps: dict[str, np.ndarray], postprocess: dict | None, instan
             if name in maps:
                 inputs[name] = maps[name]
         params = {k: v for k, v in (postprocess or {}).items() if k != "type"}
-        out["instances"] = label_instances(inputs, params).astype(np.int32)
+        out["instances"] = label_instances(inputs, params, mpp=mpp).astype(np.int32)
     return out

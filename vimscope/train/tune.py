@@ -31,8 +31,10 @@ def tune_postprocess(
     gt_instances: list[np.ndarray],
     base: dict | None = None,
     grid: dict[str, list[float]] | None = None,
+    mpp: float | None = None,
 ) -> dict:
-    """Best thresholds by mean AJI. ``maps_per_image``: 0-1 maps ``nucleus`` (+ ``boundary`` / ``distance``).
+    """Best thresholds by mean AJI. ``maps_per_image``: 0-1 maps ``nucleus`` (+ ``boundary`` / ``distance``) at
+    ``mpp`` µm per pixel (the model's limits in µm² apply with it, as in ``vimscope segment``).
 
     Returns ``{"params": the full postprocess dict, "aji": best mean AJI, "default_aji": AJI with ``base``,
     "tried": number of combinations}``."""
@@ -46,7 +48,7 @@ def tune_postprocess(
 
     def score(params: dict) -> float:
         full = {**base_params, **params}
-        return float(np.mean([aji(label_instances(m, full), g) for m, g in zip(maps_per_image, gt_instances)]))
+        return float(np.mean([aji(label_instances(m, full, mpp=mpp), g) for m, g in zip(maps_per_image, gt_instances)]))
 
     with ThreadPoolExecutor(max_workers=min(len(combos), os.cpu_count() or 1)) as pool:
         scores = list(pool.map(score, combos))

@@ -30,7 +30,8 @@ def validate(
     for im in images:
         maps = predict_maps_for(model, im.image, spec, batch_size=batch_size, amp=amp)
         with_instances = instances and im.instances is not None
-        labels = maps_to_labels(maps, postprocess if postprocess is not None else spec.postprocess, with_instances)
+        post = postprocess if postprocess is not None else spec.postprocess
+        labels = maps_to_labels(maps, post, with_instances, mpp=spec.mpp)  # images come at the model's pixel size
         acc.add(
             im.name,
             labels["classes"],
@@ -57,4 +58,4 @@ def tune_thresholds(
         entry.update({k: v for k, v in m.items() if k in ("boundary", "distance")})
         maps.append(entry)
         gts.append(im.instances)
-    return tune_postprocess(maps, gts, base=spec.postprocess)
+    return tune_postprocess(maps, gts, base=spec.postprocess, mpp=spec.mpp)
