@@ -8,7 +8,9 @@ Maps (float 0-1 or uint8 0-255, all (h, w)):
 
 Markers are the connected cores: foreground & boundary < ``boundary_threshold`` & distance > ``distance_threshold``
 (whichever maps exist). Everything is local: an object's result depends only on the maps within its own
-foreground blob, which is what lets the banded runner match a whole-image run. The nucleus map is the
+foreground blob, which is what lets the banded runner match a whole-image run. A uint8 elevation (the pipeline's
+maps) floods by ``flood.flood_uint8``, scikit-image's flood with markers of equal elevation taken in raster order
+(local by construction); float maps by scikit-image's ``watershed``. The nucleus map is the
 probability of the nucleus classes (never 1 - P(background): unwritten areas hold zeros everywhere, and would
 read as certain nuclei).
 """
@@ -78,6 +80,8 @@ def label_instances(
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
+    from vimscope.instances.flood import flood_uint8
+
     if not isinstance(params, InstanceParams):
         params = InstanceParams.from_dict(params)
     if "nucleus" not in maps:
@@ -95,7 +99,11 @@ def label_instances(
         markers = _keep_sizes(markers, seeds, params.min_marker_area)
     if not len(seeds) or not markers.reshape(-1)[seeds].any():
         return np.zeros(foreground.shape, np.uint32)
-    labels = watershed(_elevation(maps), markers, mask=foreground, connectivity=params.connectivity)
+    elevation = _elevation(maps)
+    if elevation.dtype == np.uint8:  # the pipeline's maps: the bucket-queue flood, 5-6x faster (``flood``)
+        labels = flood_uint8(elevation, markers, foreground, params.connectivity)
+    else:
+        labels = watershed(elevation, markers, mask=foreground, connectivity=params.connectivity)
     lo, hi = params.area_range(mpp)
     labels = _keep_sizes(labels, np.flatnonzero(foreground), lo, hi, sequential=True)
     return labels.view(np.uint32) if labels.dtype == np.int32 else labels.astype(np.uint32, copy=False)
