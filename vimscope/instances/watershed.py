@@ -100,7 +100,7 @@ def label_instances(
     if not len(seeds) or not markers.reshape(-1)[seeds].any():
         return np.zeros(foreground.shape, np.uint32)
     elevation = _elevation(maps)
-    if elevation.dtype == np.uint8:  # the pipeline's maps: the bucket-queue flood, 5-6x faster (``flood``)
+    if elevation.dtype == np.uint8:  # the pipeline's maps: the bucket-queue flood, 4.8-5.7x faster (``flood``)
         labels = flood_uint8(elevation, markers, foreground, params.connectivity)
     else:
         labels = watershed(elevation, markers, mask=foreground, connectivity=params.connectivity)
