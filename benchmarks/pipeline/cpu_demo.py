@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common.runinfo import RESULTS, git_commit, module_versions
+from benchmarks.common.runinfo import RESULTS, git_commit, module_versions, write_result
 
 GOAL_S = 30.0
 
@@ -119,12 +119,10 @@ def repeat(args) -> int:
 
 
 def write_json(doc: dict, where: Path | None) -> None:
-    if where is None:
-        return
-    path = RESULTS / f"cpu_demo_cpu_{dt.date.today().isoformat()}.json" if str(where) == "-" else where
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {path}")
+    """``doc`` to ``where`` ('-': ``cpu_demo_cpu_<date>.json`` in the results folder), nowhere when None."""
+    if where is not None:
+        default = RESULTS / f"cpu_demo_cpu_{dt.date.today().isoformat()}.json"
+        write_result(doc, default if str(where) == "-" else where, "cpu_demo")
 
 
 def main() -> int:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from benchmarks.common.probes import followers_after_loop
 from benchmarks.common.runinfo import write_result
+from benchmarks.pipeline.mosaic_slide import DATA, mosaic_in
 from vimscope.synthetic import jpeg_pyramid
 
 
@@ -134,7 +135,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=4096, help="slide side in px at 0.25 µm/px (default 4096)")
     p.add_argument("--mosaic", action="store_true", help="the real-pixel slide of mosaic_slide instead of drawn blobs")
-    p.add_argument("--cells", type=Path, default=None, help="its crops (default ../shared/data/labelled, or a pack)")
+    p.add_argument("--cells", type=Path, default=DATA, help="its crops (default ../shared/data/labelled, or a pack)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per fake forward pass")
     p.add_argument("--repeat", type=int, default=1, help="runs (the table shows medians)")
     p.add_argument("--no-profile", action="store_true", help="skip cProfile (it slows Python-heavy stages)")
@@ -204,11 +205,7 @@ def main() -> int:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mosaic:  # real H&E crops (benchmarks.pipeline.mosaic_slide): real nucleus shapes and densities
-        from benchmarks.pipeline.mosaic_slide import DATA, write_mosaic
-
-        slide = args.workdir / f"host-mosaic-{args.size}.tif"
-        if not slide.exists():
-            write_mosaic(slide, args.size, args.size, root=args.cells or DATA)
+        slide = mosaic_in(args.workdir, args.size, args.size, args.cells)
     else:
         slide = args.workdir / f"host-{args.size}.tif"
         if not slide.exists():

@@ -153,17 +153,17 @@ def tissue_layout(rows: int, cols: int, fraction: float, seed: int) -> np.ndarra
 
 
 def _halve(image: np.ndarray) -> np.ndarray:
-    """2 x 2 area average of an even-sized image (uint8, rounded)."""
-    h, w = image.shape[0] // 2, image.shape[1] // 2
-    blocks = image[: 2 * h, : 2 * w].reshape(h, 2, w, 2, -1).astype(np.uint16)
-    return ((blocks.sum((1, 3)) + 2) // 4).astype(np.uint8)
+    """2 x 2 area average of a (h, w, 3) image, as the pipeline's pyramids take it (``writers.pyramid``)."""
+    from vimscope.writers.pyramid import downsample_mean
+
+    return np.moveaxis(downsample_mean(np.moveaxis(image, -1, 0)), 0, -1)
 
 
 class Mosaic:
     """Which variant (source crop x 8 flips/turns) each tissue cell shows, and the JPEG tiles of every level."""
 
     def __init__(self, cells: Cells, height: int, width: int, tissue: float, seed: int):
-        from vimscope.synthetic import GLASS
+        from vimscope.synthetic import GLASS, encode_jpeg_tile
 
         self.cells, self.height, self.width = cells, height, width
         self.rows, self.cols = math.ceil(height / CELL), math.ceil(width / CELL)
@@ -171,6 +171,7 @@ class Mosaic:
         rng = np.random.default_rng(seed + 1)
         self.variant = rng.integers(len(cells.images) * 8, size=(self.rows, self.cols))
         self.glass = np.array(GLASS, np.uint8)
+        self._glass_tile = encode_jpeg_tile(np.broadcast_to(self.glass, (CELL, CELL, 3)).copy())
         self._level0: dict[int, bytes] = {}
         self._small: dict[tuple[int, int], np.ndarray] = {}  # (source, level) -> area-averaged source crop
 
@@ -189,14 +190,13 @@ class Mosaic:
         """Row-major JPEG tiles of one level (CELL px each; at level k one tile spans 2**k x 2**k cells)."""
         from vimscope.synthetic import encode_jpeg_tile
 
-        glass = encode_jpeg_tile(np.broadcast_to(self.glass, (CELL, CELL, 3)).copy())
         span, size = 2**level, max(1, CELL >> level)
         for ty in range(math.ceil(shape[0] / CELL)):
             for tx in range(math.ceil(shape[1] / CELL)):
                 rows = slice(ty * span, min((ty + 1) * span, self.rows))
                 cols = slice(tx * span, min((tx + 1) * span, self.cols))
                 if not self.tissue[rows, cols].any():
-                    yield glass
+                    yield self._glass_tile
                 elif level == 0:
                     v = int(self.variant[ty, tx])
                     if v not in self._level0:
@@ -237,6 +237,14 @@ def write_mosaic(path: Path, height: int, width: int, *, tissue: float = 0.5, se
     meta = {"path": str(path), "width": width, "height": height, "mpp": MPP, "tile": CELL, "levels": len(shapes)}
     seconds = round(time.perf_counter() - t0, 2)
     return meta | {"seed": seed, "bytes": path.stat().st_size, "seconds": seconds} | mosaic.summary()
+
+
+def mosaic_in(folder: Path, width: int, height: int, root: Path = DATA) -> Path:
+    """The slide of that size (default tissue and seed) in ``folder``, written there the first time only."""
+    path = folder / f"mosaic-{width}x{height}.tif"
+    if not path.exists():
+        print(f"mosaic slide written: {json.dumps(write_mosaic(path, height, width, root=root))}", flush=True)
+    return path
 
 
 def main(argv=None) -> int:

@@ -64,6 +64,7 @@ from benchmarks.pipeline.ceilings import (
     reset_peak_rss,
     unet_baseline,
 )
+from benchmarks.pipeline.mosaic_slide import DATA, mosaic_in
 from benchmarks.pipeline.report import ratios, table
 from vimscope.synthetic import jpeg_pyramid
 
@@ -104,7 +105,8 @@ def slides(args, workdir: Path) -> dict[str, dict]:
         print(f"synthetic {args.size} px slide written in {time.perf_counter() - t:.1f} s", flush=True)
     out["synthetic"] = {"path": synthetic, "target_mpp": None}
     if "mosaic" in args.slides.split(","):
-        out["mosaic"] = {"path": mosaic_slide_at(args, workdir), "target_mpp": None}
+        width, height = (int(v) for v in args.mosaic.lower().split("x"))
+        out["mosaic"] = {"path": mosaic_in(workdir, width, height, args.cells), "target_mpp": None}
     if args.demo and Path(args.demo).exists():
         from vimscope.io import open_slide
 
@@ -114,18 +116,6 @@ def slides(args, workdir: Path) -> dict[str, dict]:
     elif args.demo:
         print(f"demo slide {args.demo} not found: skipped", flush=True)
     return out
-
-
-def mosaic_slide_at(args, workdir: Path) -> Path:
-    """The real-pixel benchmark slide (``benchmarks.pipeline.mosaic_slide``), written once into ``workdir``."""
-    from benchmarks.pipeline.mosaic_slide import DATA, write_mosaic
-
-    width, height = (int(v) for v in args.mosaic.lower().split("x"))
-    path = workdir / f"mosaic-{width}x{height}.tif"
-    if not path.exists():
-        meta = write_mosaic(path, height, width, root=args.cells or DATA)
-        print(f"mosaic slide written: {json.dumps(meta)}", flush=True)
-    return path
 
 
 def make_plan(reader, spec, target_mpp):
@@ -239,7 +229,7 @@ def parse_args() -> argparse.Namespace:
         "--slides", default="synthetic,demo,demo@native", help="which slides (comma-separated; also mosaic)"
     )
     ap.add_argument("--mosaic", default="80000x60000", help="WIDTHxHEIGHT of the real-pixel slide 'mosaic'")
-    ap.add_argument("--cells", type=Path, default=None, help="its crops: ../shared/data/labelled (default) or a pack")
+    ap.add_argument("--cells", type=Path, default=DATA, help="its crops: ../shared/data/labelled (default) or a pack")
     ap.add_argument("--e2e", default="gpu,cpu", help=f"end-to-end runs, of: {', '.join(E2E_VARIANTS)}")
     ap.add_argument("--eager", action="store_true", help="model-alone also without CUDA graphs")
     args = ap.parse_args()
