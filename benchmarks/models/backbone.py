@@ -55,12 +55,15 @@ SIZES = (224, 512, 1024, 1248, 2048, 4096)
 BATCHES = {224: 256, 512: 128, 1024: 64, 1248: 64, 2048: 16, 4096: 8}
 PROFILE_SIZES = (1024, 2048)
 GOAL_SIZES = (1248, 2048, 4096)
-MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked")
-# built by create_model (vim_ssd_tiny: the SSD mixer, same backbone; vim_tiny_chunked: vim_tiny run with CHUNKED)
-VIM_MODELS = ("vim_tiny", "vim_ssd_tiny", "vim_tiny_chunked")
+MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked", "vim_tiny_split")
+# built by create_model (vim_ssd_tiny: the SSD mixer, same backbone; vim_tiny_chunked / _split: vim_tiny run with
+# the launch keys of VARIANTS)
+VIM_MODELS = ("vim_tiny", "vim_ssd_tiny", "vim_tiny_chunked", "vim_tiny_split")
 # vimscope_kernels' launch-table keys set around vim_tiny_chunked's calls: the training forward's chunked scan and
 # PyTorch's add + RMSNorm, the inference path before the sequential kernel and the fused norm became the default.
 CHUNKED = {"seq_fwd": False, "triton_rmsnorm": False}
+# the conv + x_proj as a conv kernel and a cuBLAS GEMM instead of the fused Triton kernel
+VARIANTS = {"vim_tiny_chunked": CHUNKED, "vim_tiny_split": {"conv_xproj": "split"}}
 PATCH = 16
 
 
@@ -88,11 +91,11 @@ class WithLaunch(torch.nn.Module):
 def build_vim(device: torch.device, precision: str, name: str = "vim_tiny") -> torch.nn.Module:
     from vimscope.models import create_model
 
-    chunked = name == "vim_tiny_chunked"
-    model = create_model("vim_tiny" if chunked else name)  # feature head; 224 px position embedding, resampled
+    launch = VARIANTS.get(name)
+    model = create_model("vim_tiny" if launch else name)  # feature head; 224 px position embedding, resampled
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = model.to(device=device, dtype=dtype).eval()
-    return WithLaunch(model, CHUNKED) if chunked else model
+    return WithLaunch(model, launch) if launch else model
 
 
 def build_deit(size: int, device: torch.device, precision: str) -> torch.nn.Module:

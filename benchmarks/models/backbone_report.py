@@ -12,7 +12,7 @@ OFFICIAL_QUOTED = [
     {"model": "deit_tiny_flash", "size": 2048, "batch": None, "images_per_s": 122.0, "source": "DESIGN.md, H100"},
 ]
 VIM_GOALS = {1024: 1.0, 2048: 2.0, 4096: 6.0}  # the speed goals of vim_tiny over DeiT-Tiny flash per tile size
-COMPARED = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked")  # ratios' order
+COMPARED = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked", "vim_tiny_split")
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -20,10 +20,12 @@ def ratios(rows: list[dict]) -> dict:
     ok = {(r["model"], r["size"]): r for r in rows if r.get("status") == "ok"}
     per_size, goals = {}, {}
     for size in sorted({r["size"] for r in rows}):
-        vim, flash, eager, ssd, chunked = (ok.get((m, size)) for m in COMPARED)
+        vim, flash, eager, ssd, chunked, split = (ok.get((m, size)) for m in COMPARED)
         entry = {}
         if chunked and vim:
             entry["vim_over_chunked_path_speed"] = vim["images_per_s"] / chunked["images_per_s"]
+        if split and vim:
+            entry["split_conv_xproj_over_fused_speed"] = split["images_per_s"] / vim["images_per_s"]
         if ssd and flash:
             entry["vim_ssd_over_flash_speed"] = ssd["images_per_s"] / flash["images_per_s"]
             if "peak_gib" in ssd and "peak_gib" in flash:
@@ -99,7 +101,8 @@ def plot(rows: list[dict], path: Path, card: str, precision: str) -> None:
     fig, (ax_speed, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
     sizes = sorted({r["size"] for r in rows})
     styles = {"vim_tiny": ("C0", "o"), "deit_tiny_flash": ("C1", "s"), "deit_tiny_eager": ("C2", "^"),
-              "vim_ssd_tiny": ("C4", "D"), "vim_tiny_chunked": ("C5", "v")}  # fmt: skip
+              "vim_ssd_tiny": ("C4", "D"), "vim_tiny_chunked": ("C5", "v"),
+              "vim_tiny_split": ("C6", "^")}  # fmt: skip
     ok = {(r["model"], r["size"]): r for r in rows if r.get("status") == "ok"}
     for name, (color, marker) in styles.items():
         mine = [ok[name, s] for s in sizes if (name, s) in ok]

@@ -106,9 +106,9 @@ DEFAULTS: dict[str, object] = {
     "bwd_edot": False,  # dB, dC summed over channels on the tensor cores (a GEMM with ones) instead of shuffles
     "fuse_dt_proj": False,  # the rank-R dt projection inside the scan kernels instead of one batched GEMM
     # The inference kernels below, on by default since vim_tiny ran 1.33-1.56x faster with them on an H100
-    # (benchmarks/results/backbone_h100_2026-12-07.json). The sequential kernel passed its GPU tests there
-    # (tests/kernels/test_seq.py); the fused norm's CUDA test (test_rmsnorm.py) is written, not yet run on a GPU.
-    "conv_xproj": None,  # "split" (conv kernel + cuBLAS GEMM) or "fused" (one Triton kernel); None: fused
+    # (benchmarks/results/backbone_h100_2026-12-07.json); both passed their GPU tests (test_seq.py, test_rmsnorm.py).
+    "conv_xproj": None,  # "split" (conv kernel + cuBLAS GEMM) or "fused" (one Triton kernel); None: split for
+    # 16-bit inputs on the GPU (bit-identical there, 1.06-1.11x the bf16 model), fused for fp32 and the interpreter
     "seq_fwd": True,  # forward without gradients: the sequential kernel (bimamba.fwd._seq_scan_kernel)
     "seq_block_e": 32,  # its channels per direction and program (2 x seq_block_e threads, one column each)
     "seq_chunk_len": None,  # its chunk length (any int); None: one chunk unless the batch leaves SMs short

@@ -108,7 +108,7 @@ def test_bad_input_is_one_line_and_an_exit_code(tmp_path, capsys):
 
 
 def test_every_shipped_training_config_resolves():
-    """The packaged configs (issue 12's recipe) and the examples in configs/train load, and their models build."""
+    """The packaged configs (the shipped models' recipes) and the examples in configs/train load; models build."""
     from pathlib import Path
 
     from vimscope.config import packaged_names
@@ -121,6 +121,20 @@ def test_every_shipped_training_config_resolves():
     for cfg in configs:
         spec = resolve_spec(cfg.model, tile=cfg.tile, class_names=["background", "x"])
         assert cfg.tile % spec.size_multiple == 0 and spec.tile % spec.size_multiple == 0
-    monuseg = [load_train_config(n) for n in packaged_names("train") if n.startswith("monuseg")]
-    assert {tuple(c.split.validation) for c in monuseg} == {tuple(monuseg[0].split.validation)}  # one split
-    assert len(monuseg[0].split.validation) == 6
+    # the models of one comparison share its data, split and recipe (only the model differs)
+    for family, n_val in (("nuclei", 6), ("buildings", 6)):
+        group = [load_train_config(n) for n in packaged_names("train") if n.startswith(family + "_")]
+        assert len(group) >= 2
+        recipe = {
+            (
+                json.dumps(c.data),
+                tuple(c.split.validation),
+                c.tile,
+                c.batch_size,
+                c.budget_minutes,
+                c.lr,
+                str(c.augment),
+            )
+            for c in group
+        }
+        assert len(recipe) == 1 and len(group[0].split.validation) == n_val

@@ -1,5 +1,5 @@
 """GeoJSON for QuPath (valid, streamed, gzipped past a threshold), RFC 7946 GeoJSON, the objects table and
-GeoPackage, checked offline with the ``geojson`` package, pyarrow and sqlite3."""
+GeoPackage, checked offline with the ``geojson`` package, pyarrow, sqlite3 and GDAL (pyogrio)."""
 
 from __future__ import annotations
 
@@ -164,6 +164,22 @@ def test_geopackage_in_source_crs(tmp_path):
     assert [read_gpkg_geometry(r[0]).equals(g) for r, g in zip(rows, geoms)] == [True] * len(geoms)
     assert rows[0][1:] == ("building", 100.0, 0)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_geopackage_layer_with_a_declared_type_and_schema_reads_back_through_gdal(tmp_path):
+    from pyogrio import raw
+
+    w = GeoPackageWriter(tmp_path / "empty.gpkg", crs="EPSG:26914", layer="regions", geometry_type="MULTIPOLYGON")
+    w.define({"id": "", "area_m2": 0.0, "count": 0})
+    meta, _, geoms, fields = raw.read(w.close())  # no feature: the columns are still there
+    assert meta["geometry_type"] == "MultiPolygon" and list(meta["fields"]) == ["id", "area_m2", "count"]
+    assert meta["crs"] == "EPSG:26914" and len(geoms) == 0
+    with pytest.raises(ValueError, match="define"):
+        w = GeoPackageWriter(tmp_path / "late.gpkg", crs="EPSG:26914")
+        w.add(shapely.box(0, 0, 1, 1), {"id": "a"})
+        w.define({"id": ""})
+    w.abort()
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty.gpkg"]  # the aborted one left nothing
 
 
 def test_parquet_column_empty_in_the_first_batch_takes_later_numbers(tmp_path):

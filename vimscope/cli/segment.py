@@ -12,7 +12,7 @@ import click
 
 from vimscope.errors import ConfigError, VimscopeError
 
-FORMAT_CHOICES = ("ome-zarr", "ome-tiff", "geotiff", "geojson")
+FORMAT_CHOICES = ("ome-zarr", "ome-tiff", "geotiff", "gpkg", "geojson")
 
 
 def _split(values) -> list[str]:
@@ -32,7 +32,12 @@ def common_options(f):
             default=None,
             help="Output folder (default: ./vimscope-output).",
         ),
-        click.option("--model", default=None, help="Registered model name (default: the pipeline's default model)."),
+        click.option(
+            "--model",
+            default=None,
+            help="Registered model name or alias, e.g. buildings (default: unet_buildings for rasters with a CRS, "
+            "else vim_tiny_nuclei).",
+        ),
         click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Model weights file."),
         click.option("--mpp", type=float, default=None, help="Level-0 pixel size in µm/px, overriding the file's."),
         click.option("--target-mpp", type=float, default=None, help="Resolution to run at (default: the model's)."),
@@ -70,6 +75,12 @@ def common_options(f):
         click.option("--exclude", type=click.Path(dir_okay=False), default=None, help="GeoJSON of regions to skip."),
         click.option("--no-tissue", is_flag=True, default=False, help="Run on every tile, not only tissue."),
         click.option(
+            "--tta",
+            is_flag=True,
+            default=False,
+            help="Test-time augmentation: average the model over flips and 90° turns (8x the model's time).",
+        ),
+        click.option(
             "--config",
             "config_file",
             type=click.Path(dir_okay=False),
@@ -99,7 +110,7 @@ def build_config(*, outputs=None, formats=None, **opts):
     overrides = {k: v for k, v in opts.items() if v is not None}
     if no_tissue:
         overrides["tissue"] = False
-    for flag in ("overwrite", "strict"):  # a flag left out keeps the config file's value
+    for flag in ("overwrite", "strict", "tta"):  # a flag left out keeps the config file's value
         if not overrides.get(flag):
             overrides.pop(flag, None)
     if outputs is not None:
@@ -181,7 +192,8 @@ def segment_config(formats=(), probabilities=False, no_image_copy=False, **opts)
     "--format",
     "formats",
     multiple=True,
-    help="Extra outputs: ome-tiff, geotiff, geojson (repeat or comma-separate); OME-Zarr is always written.",
+    help="Extra outputs: ome-tiff, geotiff, gpkg, geojson (repeat or comma-separate); OME-Zarr is always written. "
+    "Rasters with a CRS get geotiff (a COG class map) and gpkg (GeoPackage footprints) without asking.",
 )
 @click.option("--probabilities", is_flag=True, default=False, help="Also store class probabilities (uint8).")
 @click.option(

@@ -148,6 +148,7 @@ def train(
 @click.option("--batch-size", type=int, default=4, help="Tiles per batch.")
 @click.option("--tile", type=int, default=None, help="Inference tile in px (default: the model's).")
 @click.option("--overlap", "halo", type=int, default=None, help="Halo in px on each tile side (default: the model's).")
+@click.option("--tta", is_flag=True, default=False, help="Test-time augmentation, as `vimscope segment --tta`.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Write the metrics as JSON here.")
 def evaluate(
     weights,
@@ -163,6 +164,7 @@ def evaluate(
     batch_size,
     tile,
     halo,
+    tta,
     out,
 ):
     """Score WEIGHTS (a vimscope checkpoint) on a labelled set: Dice/IoU per class, AJI and object F1."""
@@ -207,6 +209,7 @@ def evaluate(
         batch_size=batch_size,
         tile=tile,
         halo=halo,
+        tta=tta,
         out=out,
         on_image=report,
     )
@@ -223,16 +226,23 @@ def evaluate(
     default="auto",
     help="Lossless codec for images (auto: JPEG XL for 8-bit images).",
 )
-def pack(config, out, codec):
-    """Bundle the data of CONFIG (a training config or any YAML with a data: list) into one pack file."""
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Store 8-bit RGB images as lossy WebP at this quality (labels stay lossless); default lossless.",
+)
+def pack(config, out, codec, quality):
+    """Bundle the data of CONFIG (a training config or any YAML with a data: list) into one pack file.
+
+    Images finer than the config's model pixel size are stored at it (training resamples them to it anyway)."""
     from vimscope.config import load_yaml
-    from vimscope.train import LoadContext, build_pack, config_base, load_sources, pack_summary
+    from vimscope.train import build_pack, config_base, pack_images, pack_summary
 
     path = _config_path(config)
     doc = load_yaml(path)
     if "data" not in doc:
         raise ConfigError(f"{config}: no data: list")
-    base = config_base(path)
-    images = load_sources(doc["data"], LoadContext(base=base))
-    manifest = build_pack(images, out, codec=codec, sources=doc["data"])
+    images = pack_images(doc, config_base(path))
+    manifest = build_pack(images, out, codec=codec, sources=doc["data"], quality=quality)
     click.echo(f"{out}: {pack_summary(manifest)}")

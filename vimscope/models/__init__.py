@@ -10,10 +10,13 @@ from vimscope._lazy import lazy_exports
 
 _LAZY = {
     "create_model": "vimscope.models.registry",
+    "TestTimeAugmented": "vimscope.models.tta",
     "build_model": "vimscope.models.registry",
     "register_family": "vimscope.models.families",
     "list_families": "vimscope.models.families",
     "list_models": "vimscope.models.specs",
+    "model_aliases": "vimscope.models.specs",
+    "canonical_name": "vimscope.models.specs",
     "load_spec": "vimscope.models.resolve",
     "VimArch": "vimscope.models.arch",
     "HeadSpec": "vimscope.models.arch",

@@ -16,7 +16,21 @@ from vimscope.config import ClassSpec, ModelSpec, from_dict, packaged_names, to_
 from vimscope.errors import ConfigError, ModelError
 from vimscope.models.families import get_family
 
-__all__ = ["list_models", "packaged_spec", "spec_from_yaml", "finalize_spec", "apply_overrides", "class_dicts"]
+__all__ = [
+    "list_models",
+    "model_aliases",
+    "canonical_name",
+    "known_names",
+    "packaged_spec",
+    "spec_from_yaml",
+    "finalize_spec",
+    "apply_overrides",
+    "class_dicts",
+]
+
+# Short names users type (``--model buildings``) -> packaged model names. A name says what the model finds; the
+# packaged name also says how it is built, and changes when a better model of another family replaces it.
+MODEL_ALIASES = {"buildings": "unet_buildings"}
 
 PALETTE = [
     [0, 0, 0],
@@ -37,6 +51,22 @@ PALETTE = [
 def list_models() -> list[str]:
     """Names of the packaged model configs (``vimscope/configs/models/*.yaml``)."""
     return packaged_names("models")
+
+
+def model_aliases() -> dict[str, str]:
+    """Short names and the packaged model each stands for (``--model buildings``)."""
+    return dict(MODEL_ALIASES)
+
+
+def canonical_name(name: str) -> str:
+    """The packaged model name an alias stands for; any other name unchanged."""
+    return MODEL_ALIASES.get(name, name)
+
+
+def known_names() -> str:
+    """Every packaged name and alias, for messages."""
+    aliases = ", ".join(f"{a} (= {n})" for a, n in MODEL_ALIASES.items())
+    return ", ".join(list_models()) + (f"; aliases: {aliases}" if aliases else "")
 
 
 def finalize_spec(spec: ModelSpec) -> ModelSpec:
@@ -111,9 +141,10 @@ def spec_from_yaml(path: Path) -> ModelSpec:
 
 
 def packaged_spec(name: str) -> ModelSpec:
-    """The IO contract of a packaged model (``configs/models/<name>.yaml``)."""
+    """The IO contract of a packaged model (``configs/models/<name>.yaml``), by name or alias."""
+    name = canonical_name(name)
     if name not in list_models():
-        raise ModelError(f"unknown model {name!r} (known: {', '.join(list_models())})")
+        raise ModelError(f"unknown model {name!r} (known: {known_names()})")
     try:
         spec = ModelSpec.load(name)
     except ConfigError as e:

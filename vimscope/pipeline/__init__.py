@@ -17,6 +17,7 @@ _LAZY = {
     "output_paths": "vimscope.pipeline.outputs",
     "PipelineConfig": "vimscope.pipeline.config",
     "DEFAULT_MODEL": "vimscope.pipeline.config",
+    "default_model": "vimscope.pipeline.choice",
     "output_settings": "vimscope.pipeline.donekey",
     "settings_key": "vimscope.pipeline.donekey",
     "estimate_memory": "vimscope.pipeline.budget",

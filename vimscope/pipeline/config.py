@@ -18,7 +18,7 @@ from vimscope.errors import ConfigError
 
 DEFAULT_MODEL = "vim_tiny_nuclei"  # shipped in vimscope/weights; a run on an untrained model says so
 OUTPUTS = ("image", "classes", "probabilities", "features", "nuclei", "geojson", "preview", "summary")
-FORMATS = ("ome-zarr", "ome-tiff", "geotiff")
+FORMATS = ("ome-zarr", "ome-tiff", "geotiff", "gpkg")  # gpkg: the class regions as a GeoPackage (needs a CRS)
 STITCH_MODES = ("crop", "cosine", "gaussian")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 DECODES = ("auto", "cpu", "gpu")
@@ -40,9 +40,11 @@ class PipelineConfig:
     device: str = "auto"
     precision: str = "auto"
     cuda_graphs: bool = True
+    tta: bool = False
     stitch: str = "crop"
     outputs: list[str] = field(default_factory=lambda: ["image", "classes", "geojson", "preview", "summary"])
     formats: list[str] = field(default_factory=lambda: ["ome-zarr"])
+    geo_formats: list[str] = field(default_factory=lambda: ["geotiff", "gpkg"])
     workers: int = 0
     prefetch: int = 2
     decode: str = "auto"
@@ -87,7 +89,7 @@ class PipelineConfig:
         for o in self.outputs:
             if o not in OUTPUTS:
                 bad(f"unknown output {o!r} (known: {', '.join(OUTPUTS)})")
-        for f in self.formats:
+        for f in [*self.formats, *self.geo_formats]:
             if f not in FORMATS:
                 bad(f"unknown format {f!r} (known: {', '.join(FORMATS)})")
         if self.decode not in DECODES:

@@ -83,11 +83,12 @@ def describe_slide(path: str, *, mpp=None, target_mpp=None, tile=None, halo=0, r
 
 def describe_model(name: str) -> dict:
     """A model's IO contract and licence (what `summary.json` records), without loading its weights."""
-    from vimscope.models import load_spec
+    from vimscope.models import load_spec, model_aliases
 
     spec = load_spec(name)
     return {
         "model": spec.name,
+        "aliases": [a for a, n in model_aliases().items() if n == spec.name],
         "trained": spec.trained,
         "license": spec.license,
         "output": spec.output,

@@ -2,7 +2,8 @@
 settings".
 
 It leaves out what changes only how a run goes (workers, device, batch size, prefetch, overwrite), resolves the
-default model by name (a run with ``--model`` left out and one naming the default are the same run), and counts
+default model by name (a run with ``--model`` left out and one naming the default are the same run; the engine
+first puts the model chosen for the input in, ``pipeline.choice``) and aliases (``buildings``), and counts
 the bytes of files the settings name (weights, ROI and exclusion GeoJSON), not only their names. ``vimscope
 segment`` keeps it in the store's metadata and refuses, with a message naming what differs, to skip an output
 made with other settings; ``vimscope batch`` keeps it in each slide's state.
@@ -37,12 +38,17 @@ FILE_KEYS = ("weights", "roi", "exclude")  # settings that name a file: its cont
 
 def output_settings(config) -> dict:
     """The settings of ``config`` (a PipelineConfig or a mapping) that change the outputs, as plain data."""
+    from vimscope.models.specs import canonical_name
     from vimscope.pipeline.config import DEFAULT_MODEL
 
     data = dict(config) if isinstance(config, dict) else dataclasses.asdict(config)
     settings = {k: v for k, v in data.items() if k not in RUNTIME_KEYS}
     if settings.get("model") is None and settings.get("weights") is None:
         settings["model"] = DEFAULT_MODEL
+    if isinstance(settings.get("model"), str):
+        settings["model"] = canonical_name(settings["model"])
+    if not settings.get("tta"):  # off: the key of outputs written before the option existed
+        settings.pop("tta", None)
     for key in FILE_KEYS:
         path = settings.get(key)
         if isinstance(path, str) and os.path.isfile(path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vimscope.errors import ConfigError, OutputError
+from vimscope.pipeline.choice import choose_model
 from vimscope.pipeline.config import PipelineConfig
 from vimscope.pipeline.donekey import differences, output_settings, region_overrides, settings_key
 from vimscope.pipeline.loop import make_loader, tile_loop
@@ -79,7 +80,8 @@ def iter_run(
         t0 = time.perf_counter()
         paths = OutputPaths(Path(out), slide_stem(reader.meta.path))
         ensure_folder(paths.folder)
-        done = _done_before(paths, config, region)
+        # the model chosen for this input (``pipeline.choice``) is part of the settings a finished output recorded
+        done = _done_before(paths, choose_model(config, reader.meta, model)[0], region)
         if done is not None:
             yield done
             return

@@ -18,6 +18,7 @@ from vimscope.pipeline.runstate import Run
 from vimscope.types import Box
 
 PREVIEW_SIDE = 1024
+RASTER_FORMATS = ("ome-tiff", "geotiff")  # written from the finished class map (``raster_format``)
 
 
 def summary_unit(meta) -> str | None:
@@ -27,10 +28,12 @@ def summary_unit(meta) -> str | None:
     return "m" if getattr(meta, "georeferenced", False) else "µm"
 
 
-def wants_geojson(plan) -> bool:
-    """Class regions as annotations: not for feature models, nor for instance models, whose classes are the
-    detections of ``<stem>.nuclei.geojson`` (QuPath would import every nucleus twice)."""
-    return "geojson" in plan.config.outputs and plan.spec.output not in ("features", "nuclei")
+def wants_regions(plan) -> bool:
+    """Class regions as GeoJSON annotations or GeoPackage footprints: not for feature models, nor for instance
+    models, whose classes are the detections of ``<stem>.nuclei.geojson`` (QuPath would import every nucleus
+    twice)."""
+    asked = "geojson" in plan.config.outputs or "gpkg" in plan.formats
+    return asked and plan.spec.output not in ("features", "nuclei")
 
 
 @dataclass(frozen=True)
@@ -72,19 +75,25 @@ def instances(run: Run, wait_rows=None) -> dict:
     return run_instances(ctx, cell_height=4 * run.writer.chunk, wait_rows=wait_rows)
 
 
-def class_regions(run: Run, wait_rows=None) -> Path | None:
+def class_regions(run: Run, wait_rows=None) -> dict[str, Path]:
     """Class regions as QuPath annotations (level-0 px, or map coordinates for georeferenced rasters), read from
     the class map in row bands with regions merged across band borders (``vector.iter_class_regions``), slivers
-    dropped and outlines cut to the image and the region. ``wait_rows(y)``: block until rows [0, y) are final."""
+    dropped and outlines cut to the image and the region. ``wait_rows(y)``: block until rows [0, y) are final.
+    A raster with a CRS gets footprints instead (``pipeline.footprints``: ids, m², confidence, squared outlines;
+    GeoJSON and GeoPackage). Returns the staged paths by output name."""
+    if run.plan.footprints:
+        from vimscope.pipeline.footprints import write_footprints
+
+        return write_footprints(run, wait_rows)
     from vimscope.pipeline.instances import OBJECT_NAMESPACE  # the regions' ids share the detections' namespace
     from vimscope.vector import iter_class_regions, outline_clip
-    from vimscope.vector.regions import MIN_REGION_AREA
+    from vimscope.vector.regions import MIN_REGION_AREA, region_band_rows
     from vimscope.writers.geojson import GeoJSONWriter, area_measurements, qupath_feature
 
     p, writer = run.plan, run.writer
     tiling, meta = p.tiling, p.reader.meta
     h, w = tiling.out_shape
-    rows = max(writer.chunk, (writer.chunk * 8192) // max(w, 1) // writer.chunk * writer.chunk)
+    rows = region_band_rows(writer.chunk, w)
     geo = bool(getattr(meta, "georeferenced", False) and meta.transform)
     unit = summary_unit(meta) or "µm"
 
@@ -124,7 +133,7 @@ def class_regions(run: Run, wait_rows=None) -> Path | None:
         gj.add_many(batch)
         if wait_rows is not None:
             wait_rows(h)  # a loop stopped meanwhile: no output under its final name
-        return gj.close()
+        return {"geojson": gj.close()}
     except BaseException:
         gj.abort()
         raise

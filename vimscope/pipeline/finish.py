@@ -1,4 +1,4 @@
-"""The end of a run: instances, pyramids, preview, GeoJSON, other formats, summary, then publishing.
+"""The end of a run: instances, pyramids, preview, GeoJSON (and GeoPackage), other formats, summary, publishing.
 
 Instances and class-region GeoJSON normally run beside the tile loop (``pipeline.follow``); here their results are
 collected. Everything here runs after the last band is on disk, so an interruption at this stage resumes straight
@@ -60,17 +60,15 @@ def finish(run: Run) -> Iterator:
 
 
 def _side_outputs(run: Run, stats: dict, want) -> Iterator[Progress]:
-    """Class-region GeoJSON (from its follower) and the other raster formats, staged."""
-    if exports.wants_geojson(run.plan):
-        yield Progress("write", 0, 1, message="writing GeoJSON")
+    """Class regions (GeoJSON, GeoPackage; from their follower) and the other raster formats, staged."""
+    if exports.wants_regions(run.plan):
+        yield Progress("write", 0, 1, message="writing class regions")
         with _timed(run, "geojson"):
-            path = _followed(run, "geojson", exports.class_regions)
-        if path is not None:
-            run.staged["geojson"] = path
+            run.staged.update(_followed(run, "geojson", exports.class_regions))
     if run.followers is not None:
         run.stats.timings.update({f"follow_{k}": v for k, v in run.followers.seconds.items()})
-    for fmt in run.plan.config.formats:
-        if fmt != "ome-zarr":
+    for fmt in run.plan.formats:
+        if fmt in exports.RASTER_FORMATS:
             yield Progress("write", 0, 1, message=f"writing {fmt}")
             with _timed(run, fmt.replace("-", "_")):
                 run.staged[fmt] = exports.raster_format(run, fmt)

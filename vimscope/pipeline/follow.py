@@ -115,12 +115,12 @@ class Followers:
 
 
 def start_followers(run: Run) -> Followers:
-    """The jobs this run has: instances for a nuclei model, class regions when GeoJSON is asked for."""
+    """The jobs this run has: instances for a nuclei model, class regions when GeoJSON or GeoPackage is asked for."""
     from vimscope.pipeline import exports
 
     followers = Followers(FinalRows(run.plan.tiling.out_shape[0], run.stitcher.final_rows()))
     if "nuclei" in run.writer.names:
         followers.start("instances", lambda wait: exports.instances(run, wait_rows=wait))
-    if exports.wants_geojson(run.plan):
+    if exports.wants_regions(run.plan):
         followers.start("geojson", lambda wait: exports.class_regions(run, wait_rows=wait))
     return followers

@@ -62,4 +62,6 @@ def load_model(config: PipelineConfig, model: torch.nn.Module | None = None) -> 
     module = module.to(device).eval()
     if device.type == "cpu":  # oneDNN's convolutions are faster on channels-last (NHWC): see ``step.forward``
         module = module.to(memory_format=torch.channels_last)
+    if config.tta:
+        module = models.TestTimeAugmented(module)
     return LoadedModel(module, spec, device, dtype, spec.name, notes)

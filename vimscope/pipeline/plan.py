@@ -17,6 +17,7 @@ from typing import Any
 
 from vimscope.config import ClassSpec
 from vimscope.errors import ConfigError, MissingPixelSizeError
+from vimscope.pipeline.choice import choose_model, formats_for, wants_footprints
 from vimscope.pipeline.config import PipelineConfig
 from vimscope.pipeline.donekey import output_settings, region_overrides, settings_key
 from vimscope.pipeline.model import LoadedModel, load_model
@@ -75,6 +76,9 @@ class RunPlan:
     settings: dict
     settings_key: str
     notes: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ("ome-zarr",)  # what is written: ``formats`` plus, with a CRS, ``geo_formats``
+    model_choice: str | None = None  # why the model was chosen for this input (None: the config named it)
+    footprints: bool = False  # class regions as map footprints with ids, ground areas and confidences
 
     @property
     def spec(self):
@@ -209,8 +213,8 @@ def make_plan(reader, config: PipelineConfig, out: Path, region=None, model=None
     from vimscope.pipeline.budget import fit_batch
 
     meta = reader.meta
-    if "geotiff" in config.formats and not (meta.crs and meta.transform):
-        raise ConfigError(f"{meta.path} is not georeferenced: --format geotiff needs a CRS (use ome-tiff)")
+    formats = formats_for(config, meta)
+    config, model_choice = choose_model(config, meta, model)
     config, lm, found = _model_and_outputs(config, model)
     spec, want = lm.spec, set(config.outputs)
     segmentation, features = bool(want & set(SEGMENTATION_OUTPUTS)), "features" in want
@@ -219,7 +223,7 @@ def make_plan(reader, config: PipelineConfig, out: Path, region=None, model=None
         raise MissingPixelSizeError(
             f"{meta.path} has no pixel size and the run needs one (target {target_mpp} µm/px); pass --mpp"
         )
-    notes = list(lm.notes)
+    notes = ([f"model {spec.name} ({model_choice})"] if model_choice else []) + list(lm.notes)
     geometry = resolve_region(
         region, roi=config.roi, roi_class=config.roi_class, exclude=config.exclude, image_size=meta.dimensions
     )
@@ -235,6 +239,7 @@ def make_plan(reader, config: PipelineConfig, out: Path, region=None, model=None
     if segmentation and len(classes) != n_classes:
         raise ConfigError(f"model {spec.name} gives {n_classes} classes but its spec names {len(classes)}")
     instances = spec.output == "nuclei" and segmentation
+    footprints = segmentation and wants_footprints(spec, meta, want, formats)
     mpp_out = meta.mpp * tiling.scale if meta.mpp else None
     layout = StoreLayout(
         out_shape=tiling.out_shape,
@@ -244,7 +249,7 @@ def make_plan(reader, config: PipelineConfig, out: Path, region=None, model=None
         classes=classes,
         extra_maps=extra_maps,
         image_channels=3 if "image" in want and spec.in_chans == 3 else None,
-        probabilities="probabilities" in want or instances,  # the instance step reads them back
+        probabilities="probabilities" in want or instances or footprints,  # instances and footprints read them
         publish_probabilities="probabilities" in want,
         features=found.get("features") if features else None,
         feature_stride=stride if features else 16,
@@ -277,6 +282,9 @@ def make_plan(reader, config: PipelineConfig, out: Path, region=None, model=None
         settings=output_settings(config),
         settings_key=settings_key(config, region_overrides(region)),
         notes=tuple(notes),
+        formats=tuple(formats),
+        model_choice=model_choice,
+        footprints=footprints,
     )
 
 

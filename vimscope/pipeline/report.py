@@ -61,6 +61,7 @@ def summary_dict(run: Run, stats: dict, outputs: dict, object_counts: dict | Non
             "license": spec.license,
             "weights": p.config.weights or spec.weights,
             "output": spec.output,
+            **({"chosen": p.model_choice} if p.model_choice else {}),
         },
         classes=p.classes,
         class_pixels=stats.get("class_pixels", {}),
@@ -136,7 +137,7 @@ def report_text(summary: dict) -> str:
     res = f" at {summary['pixel_size']:.3g} {unit}/px" if summary.get("pixel_size") else ""
     text = (
         f"{Path(summary['slide']).name}: {summary['tiles']['run']} of {summary['tiles']['planned']} tiles "
-        f"({w} x {h} px output{res}) with {summary['model']['name']} on {summary['device']} in "
+        f"({w} x {h} px output{res}) with {_model(summary['model'])} on {summary['device']} in "
         f"{summary['timings_s']['total']:.1f} s ({summary['tiles_per_second']:.2f} tiles/s)."
     )
     areas = [
@@ -157,5 +158,11 @@ def report_text(summary: dict) -> str:
         text += " " + _damage_sentence(damaged)
     if not summary["model"]["trained"]:
         text += f" Model {summary['model']['name']} is untrained (random weights): the classes are not meaningful."
-    text += f" Output: {summary['outputs'].get('zarr', '')}."
-    return text
+    text += f" Output: {summary['outputs'].get('zarr', '')}"
+    gis = [summary["outputs"][k] for k in ("gpkg", "geotiff") if k in summary["outputs"]]
+    return text + (f" (for GIS: {', '.join(gis)})." if gis else ".")
+
+
+def _model(model: dict) -> str:
+    """The model's name, and why it was chosen when the run chose it (``pipeline.choice``)."""
+    return f"{model['name']} ({model['chosen']})" if model.get("chosen") else model["name"]

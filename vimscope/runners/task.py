@@ -237,7 +237,8 @@ def process_slide(job: SlideJob, config: Any, out_dir: Path, cancel: CancelToken
 
     if overwrite and not config.overwrite:
         config = dataclasses.replace(config, overwrite=True)
-    result = run(job.path, config, out=out_dir, region=load_region(job.roi), cancel=cancel, model=cached_model(config))
+    model = cached_model(config, job.path)
+    result = run(job.path, config, out=out_dir, region=load_region(job.roi), cancel=cancel, model=model)
     summary = dict(result.summary or {})
     timings = summary.get("timings_s") if isinstance(summary.get("timings_s"), dict) else {}
     outputs = {k: str(v) for k, v in result.paths.items() if Path(v).exists()}
@@ -247,21 +248,39 @@ def process_slide(job: SlideJob, config: Any, out_dir: Path, cancel: CancelToken
 _MODEL_CACHE: dict = {}
 
 
-def cached_model(config: Any):
+def cached_model(config: Any, slide=None):
     """The configured model, built once per worker process and reused for every slide (kernels stay compiled,
-    weights stay on the GPU): building it per slide would be most of the fixed per-slide cost."""
+    weights stay on the GPU): building it per slide would be most of the fixed per-slide cost. With no model named,
+    the one the pipeline chooses for ``slide`` (buildings for a raster with a CRS: ``pipeline.choice``)."""
     from vimscope import models
-    from vimscope.pipeline import DEFAULT_MODEL
 
-    weights = config.weights
-    key = (config.model, weights, os.stat(weights).st_mtime_ns if weights and os.path.isfile(weights) else None)
+    weights, name = config.weights, config.model
+    if weights is None and name is None:
+        name = _default_model(slide)
+    key = (name, weights, os.stat(weights).st_mtime_ns if weights and os.path.isfile(weights) else None)
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()  # one model per worker: a batch has one config
+        _MODEL_CACHE.clear()  # one model at a time: a batch has one config, and mostly one kind of image
         if weights is not None:
             _MODEL_CACHE[key] = models.create_model(None, weights=weights)
         else:
-            _MODEL_CACHE[key] = models.create_model(config.model or DEFAULT_MODEL)
+            _MODEL_CACHE[key] = models.create_model(name)
     return _MODEL_CACHE[key]
+
+
+def _default_model(slide) -> str:
+    """The model the pipeline chooses for ``slide`` when none is named (its metadata only; unreadable: the slide
+    default, and the run reports the error)."""
+    from vimscope.pipeline import DEFAULT_MODEL, default_model
+
+    if slide is None:
+        return DEFAULT_MODEL
+    from vimscope.io import open_slide
+
+    try:
+        with open_slide(slide) as reader:
+            return default_model(reader.meta)[0]
+    except Exception:  # noqa: BLE001 - the run opens it again and reports what is wrong
+        return DEFAULT_MODEL
 
 
 def load_region(roi):

@@ -16,6 +16,7 @@ _LAZY = {
     "load_train_config": "vimscope.train.config",
     "config_base": "vimscope.train.config",
     "pack_summary": "vimscope.train.pack",
+    "pack_images": "vimscope.train.pack",
     "LoadContext": "vimscope.train.datasets.base",
     "build_pack": "vimscope.train.pack",
     "read_pack": "vimscope.train.pack",

@@ -32,6 +32,7 @@ class AugmentConfig:
     contrast: float = 0.1  # blend with the image mean
     saturation: float = 0.1  # blend with the grey image
     hue: float = 0.02  # rotate hue by U(-h, h) turns (YIQ chroma rotation)
+    scale: float = 0.0  # zoom each batch by a log-uniform factor in [1/(1+s), 1+s] (class-map models only)
 
 
 def _stain_matrices(device, dtype) -> tuple[torch.Tensor, torch.Tensor]:

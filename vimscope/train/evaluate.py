@@ -2,7 +2,8 @@
 
 Each labelled image goes through ``vimscope.pipeline.run`` exactly as ``vimscope segment`` would process it
 (tiling, stitching, instance post-processing, OME-Zarr labels), and the written labels are compared with the
-ground truth: per-class Dice / IoU over the set, per-image AJI, object F1 and PQ for instance models. The
+ground truth: per-class Dice / IoU over the set, per-image AJI, object F1 and PQ for instance models and for
+class models with one foreground class (their objects are its connected regions, as footprints are traced). The
 ``memory`` path (the training loop's in-memory tiled prediction) is kept for quick checks and for comparing
 the two.
 
@@ -116,6 +117,44 @@ def evaluation_data(weights: str | Path, data: list[dict] | None, split: str) ->
     return data, base, names
 
 
+def region_objects(
+    pred_classes: np.ndarray, gt_classes: np.ndarray, gt_instances: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Objects of a model with one foreground class: its connected regions (4-connected, as the class regions
+    are traced into polygons), the prediction cleared where the ground truth is unlabelled; the ground truth's
+    own instances where it has them, else its connected regions."""
+    from skimage.measure import label
+
+    from vimscope.train.metrics import IGNORE_INDEX
+
+    labelled = gt_classes != IGNORE_INDEX
+    pred = label((pred_classes == 1) & labelled, connectivity=1).astype(np.int32)
+    gt = gt_instances if gt_instances is not None else label(gt_classes == 1, connectivity=1).astype(np.int32)
+    return pred, gt
+
+
+def _with_tile(model, tile: int | None, halo: int | None):
+    """The model with another inference tile or halo in its contract (e.g. a larger tile than the training one)."""
+    if tile is not None or halo is not None:
+        changed = replace(model.spec, tile=tile or model.spec.tile, halo=model.spec.halo if halo is None else halo)
+        changed.validate()
+        if changed.tile % max(1, changed.size_multiple):
+            raise ConfigError(f"tile {changed.tile} must be a multiple of {changed.size_multiple} for this model")
+        model.spec = changed
+    return model
+
+
+def _score(acc: MetricAccumulator, im: LabelledImage, pred: dict, n_classes: int) -> dict:
+    """Add one image's prediction (at the output grid) to ``acc``; its row of metrics."""
+    shape = pred["classes"].shape
+    gt_classes = _resize_nearest(im.classes, shape)
+    gt_inst = _resize_nearest(im.instances, shape) if im.instances is not None else None
+    pred_inst = pred.get("instances")
+    if pred_inst is None and n_classes == 2:
+        pred_inst, gt_inst = region_objects(pred["classes"], gt_classes, gt_inst)
+    return acc.add(im.name, pred["classes"], gt_classes, pred_inst, gt_inst)
+
+
 def evaluate(
     weights: str | Path,
     *,
@@ -128,11 +167,13 @@ def evaluate(
     batch_size: int = 4,
     tile: int | None = None,
     halo: int | None = None,
+    tta: bool = False,
     out: str | Path | None = None,
     on_image=None,
 ) -> dict:
     """Metrics of ``weights`` on ``data`` (default: the checkpoint's own data and its recorded ``split``), only the
     images in ``names`` when given; written to ``out`` as JSON when given."""
+    from vimscope.models import TestTimeAugmented
     from vimscope.models.device import resolve_device
     from vimscope.models.registry import create_model
 
@@ -141,14 +182,10 @@ def evaluate(
     entries, saved_base, split_names = evaluation_data(weights, data, split if data is None else "all")
     names = names if names is not None else split_names
     torch_device = resolve_device(device)
-    model = create_model(weights=weights).to(torch_device)
-    if tile is not None or halo is not None:  # e.g. a larger inference tile than the training one
-        changed = replace(model.spec, tile=tile or model.spec.tile, halo=model.spec.halo if halo is None else halo)
-        changed.validate()
-        if changed.tile % max(1, changed.size_multiple):
-            raise ConfigError(f"tile {changed.tile} must be a multiple of {changed.size_multiple} for this model")
-        model.spec = changed
+    model = _with_tile(create_model(weights=weights).to(torch_device), tile, halo)
     spec = model.spec
+    if tta:  # the pipeline runs the model it is given: wrapped here, for both paths
+        model = TestTimeAugmented(model)
     images = load_sources(entries, LoadContext(base=base or saved_base, target_mpp=spec.mpp))
     if names is not None:
         missing = sorted(set(names) - {im.name for im in images})
@@ -174,9 +211,7 @@ def evaluate(
             seconds += time.perf_counter() - t0
             shape = pred["classes"].shape
             megapixels += shape[0] * shape[1] / 1e6
-            gt_classes = _resize_nearest(im.classes, shape)
-            gt_inst = _resize_nearest(im.instances, shape) if im.instances is not None else None
-            row = acc.add(im.name, pred["classes"], gt_classes, pred.get("instances"), gt_inst)
+            row = _score(acc, im, pred, len(class_names))
             if on_image is not None:
                 on_image(i + 1, len(images), row)
     summary = acc.summary()
@@ -187,6 +222,7 @@ def evaluate(
         device=str(torch_device),
         tile=spec.tile,
         halo=spec.halo,
+        tta=tta,
         seconds=round(seconds, 3),
         megapixels_per_second=round(megapixels / seconds, 4) if seconds else None,
     )

@@ -316,8 +316,8 @@ class Trainer:
         )
         start = time.monotonic()
         calibrate_at = None
-        if self.config.budget_minutes is not None:  # time a few steps after the first ones (allocation, compile)
-            calibrate_at = min(20, max(5, self.config.warmup_steps))
+        if self.config.budget_minutes is not None:  # time steps after the first ones (allocation, compile), within
+            calibrate_at = min(100, max(5, self.config.warmup_steps // 2))  # the warm-up, over up to 100 steps
         cfg = self.config
         epoch0 = self.step // cfg.steps_per_epoch
         yield TrainEvent("start", self.step, cfg.total_steps, epoch0, cfg.epochs, message=str(self.out))

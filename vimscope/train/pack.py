@@ -1,10 +1,12 @@
 """Training packs: a labelled set in one compact file that travels where ``../shared`` does not (the GPU machine).
 
-A pack is an uncompressed zip (members are already compressed) of losslessly re-encoded arrays and a
+A pack is an uncompressed zip (members are already compressed) of re-encoded arrays and a
 ``manifest.json`` listing every image (name, group, mpp, class names) with each member's codec, dtype, shape and
-sha256; reading verifies every hash. Codecs: JPEG XL lossless for 8-bit images (the smallest here: the 30 MoNuSeg
-tiles take about 36 MB against 41 MB as lossless WebP and 54 MB as PNG), uint16 PNG for instance maps, 8-bit PNG
-for class maps, and zstd-compressed raw arrays for everything else (multi-band rasters, more than 65535 objects).
+sha256; reading verifies every hash. With ``quality`` the 8-bit RGB images are lossy WebP at that quality
+(labels stay lossless), for a pack that must fit a small transfer; the manifest records it and each image's PSNR.
+Codecs: JPEG XL lossless for 8-bit images (the smallest here: the 30 MoNuSeg tiles take about 36 MB against 41 MB
+as lossless WebP and 54 MB as PNG), uint16 PNG for instance maps, 8-bit PNG for class maps, and zstd-compressed
+raw arrays for everything else (multi-band rasters, more than 65535 objects).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "decode",
     "encode",
     "load_pack",
+    "pack_images",
     "pack_summary",
     "read_manifest",
     "read_pack",
@@ -110,26 +113,38 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _add(zf: zipfile.ZipFile, name: str, array: np.ndarray, codec: str) -> dict:
-    data = encode(array, codec)
+def _add(zf: zipfile.ZipFile, name: str, array: np.ndarray, codec: str, quality: int | None = None) -> dict:
+    lossy = quality is not None and codec == "webp"
+    data = encode_lossy_webp(array, quality) if lossy else encode(array, codec)
     back = decode(data, codec, str(array.dtype), list(array.shape))
-    if not np.array_equal(back, array):  # never ship a lossy pack
+    entry = {"file": name, "codec": codec, "dtype": str(array.dtype), "shape": list(array.shape)}
+    if lossy:
+        mse = float(np.mean((back.astype(np.float64) - array) ** 2))
+        entry.update(quality=quality, psnr=round(10 * np.log10(255.0**2 / max(mse, 1e-12)), 2))
+    elif not np.array_equal(back, array):  # a lossless member must come back exactly
         raise RuntimeError(f"codec {codec} did not round-trip {name} exactly")
     zf.writestr(name, data)
-    return {
-        "file": name,
-        "codec": codec,
-        "dtype": str(array.dtype),
-        "shape": list(array.shape),
-        "sha256": _sha256(data),
-    }
+    return {**entry, "sha256": _sha256(data)}
+
+
+def encode_lossy_webp(array: np.ndarray, quality: int) -> bytes:
+    import imagecodecs
+
+    if not 1 <= quality <= 100:
+        raise ConfigError(f"quality must be 1..100, not {quality}")
+    return imagecodecs.webp_encode(np.ascontiguousarray(array), level=quality, lossless=False)
 
 
 def build_pack(
-    images: list[LabelledImage], path: str | Path, *, codec: str = "auto", sources: list[dict] | None = None
+    images: list[LabelledImage],
+    path: str | Path,
+    *,
+    codec: str = "auto",
+    sources: list[dict] | None = None,
+    quality: int | None = None,
 ) -> dict:
     """Write ``images`` into a pack at ``path`` (atomically); returns the manifest, with ``sha256`` and ``bytes``
-    of the whole file added (not stored inside it)."""
+    of the whole file added (not stored inside it). ``quality``: 8-bit RGB images as lossy WebP."""
     path = Path(path)
     if not images:
         raise ConfigError("nothing to pack")
@@ -145,7 +160,7 @@ def build_pack(
                 "mpp": im.mpp,
                 "source": im.source,
                 "class_names": list(im.class_names),
-                "image": _add(zf, f"images/{safe}", im.image, choose_codec(im.image, codec)),
+                "image": _image_member(zf, safe, im.image, codec, quality),
                 "instances": None,
                 "classes": None,
             }
@@ -163,12 +178,31 @@ def build_pack(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "images": len(items),
             "sources": sources or [],
+            "lossy_quality": quality,
             "items": items,
         }
         zf.writestr("manifest.json", json.dumps(manifest, indent=1))
     tmp.replace(path)
     data = path.read_bytes()
     return {**manifest, "sha256": _sha256(data), "bytes": len(data)}
+
+
+def pack_images(doc: dict, base: Path | None) -> list[LabelledImage]:
+    """The labelled images of a config's ``data:`` as a pack stores them: images finer than the config's model
+    pixel size at it (training resamples them to it anyway), coarser ones as they are (the pack never grows)."""
+    from vimscope.train.config import model_mpp
+    from vimscope.train.datasets.base import load_sources
+    from vimscope.train.sampler import downsample_to
+
+    mpp = model_mpp(doc["model"]) if isinstance(doc.get("model"), dict) else None
+    return [downsample_to(im, mpp) for im in load_sources(doc["data"], LoadContext(base=base, target_mpp=mpp))]
+
+
+def _image_member(zf: zipfile.ZipFile, safe: str, image: np.ndarray, codec: str, quality: int | None) -> dict:
+    rgb8 = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    if quality is not None and rgb8:
+        return _add(zf, f"images/{safe}", image, "webp", quality)
+    return _add(zf, f"images/{safe}", image, choose_codec(image, codec))
 
 
 def _read_member(zf: zipfile.ZipFile, entry: dict, verify: bool, pack: Path) -> np.ndarray:

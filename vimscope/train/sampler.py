@@ -16,7 +16,7 @@ from vimscope.train.augment import AugmentConfig, colour_jitter, flip_rotate, he
 from vimscope.train.datasets.base import IGNORE_INDEX, LabelledImage
 from vimscope.train.targets import instance_targets
 
-__all__ = ["Prepared", "TileSampler", "prepare", "rescale_to"]
+__all__ = ["Prepared", "TileSampler", "downsample_to", "prepare", "rescale_to"]
 
 RESCALE_TOLERANCE = 0.02  # relative pixel-size difference below which images are used as they are
 
@@ -46,6 +46,14 @@ def rescale_to(image: LabelledImage, target_mpp: float | None) -> LabelledImage:
         class_names=image.class_names,
         source=image.source,
     )
+
+
+def downsample_to(image: LabelledImage, target_mpp: float | None) -> LabelledImage:
+    """``rescale_to`` for images finer than ``target_mpp`` only: what a pack stores (coarser ones stay as they
+    are, so the pack never grows)."""
+    if target_mpp is None or image.mpp is None or image.mpp >= target_mpp:
+        return image
+    return rescale_to(image, target_mpp)
 
 
 def value_scale(dtype) -> float:
@@ -141,12 +149,22 @@ class TileSampler:
         if weights.sum() <= 0:
             raise ValueError("the training images have no labelled pixels")
         self.weights = torch.as_tensor(weights / weights.sum())
+        if self.augment.scale and instance_maps:
+            raise ValueError("scale jitter would distort the boundary and distance targets of an instance model")
+        self.max_side = min(min(it.pixels.shape[1:]) for it in self.items)
         channels = self.items[0].pixels.shape[0]
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
 
-    def _crop(self, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        t = self.tile
+    def _side(self, generator: torch.Generator) -> int:
+        """The side of this batch's crops: the tile, or with scale jitter a zoomed one (at most the smallest image)."""
+        a = self.augment.scale
+        if not a:
+            return self.tile
+        log_zoom = (torch.rand((), generator=generator).item() * 2 - 1) * np.log1p(a)
+        return int(min(self.max_side, max(8, round(self.tile * np.exp(log_zoom)))))
+
+    def _crop(self, generator: torch.Generator, t: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         for _attempt in range(8):  # avoid tiles with no labelled pixel (sparse labels)
             i = int(torch.multinomial(self.weights, 1, generator=generator))
             item = self.items[i]
@@ -159,10 +177,15 @@ class TileSampler:
         return item.pixels[:, y : y + t, x : x + t], targets
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        crops = [self._crop(generator) for _ in range(batch_size)]
+        side = self._side(generator)
+        crops = [self._crop(generator, side) for _ in range(batch_size)]
         x = torch.stack([c[0] for c in crops]).float() / self.scale
         names = list(crops[0][1])
         maps = [torch.stack([c[1][k] for c in crops]) for k in names]
+        if side != self.tile:  # back to the tile: pixels bilinear (antialiased when shrinking), labels nearest
+            size = (self.tile, self.tile)
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=side > self.tile)
+            maps = [torch.nn.functional.interpolate(m[:, None].float(), size=size)[:, 0].to(m.dtype) for m in maps]
         x, *maps = flip_rotate([x, *maps], self.augment, generator)
         if self.eight_bit:  # colour and stain jitter work on 0-1 intensities (RGB for the stains)
             if x.shape[1] == 3:

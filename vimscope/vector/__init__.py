@@ -4,6 +4,7 @@ of a whole slide band by band, regions of interest, and reading GeoJSON annotati
 ``polygons``: polygons and per-value geometries of a label map (``outlines`` traces them with array operations).
 ``regions``: class regions merged across band borders, slivers dropped, clipped to the image and the region.
 ``roi``: regions of interest from code or GeoJSON, repaired and indexed. ``geojson``: QuPath GeoJSON read back.
+``footprints``: outlines simplified and squared where rectilinear; ``ground``: map coordinates and areas in m².
 Writing GeoJSON is ``vimscope.writers``' job. Names are re-exported lazily (PEP 562).
 """
 
@@ -20,6 +21,10 @@ _EXPORTS = {
     "clip_to_image": "vimscope.vector.polygons",
     "iter_class_regions": "vimscope.vector.regions",
     "MIN_REGION_AREA": "vimscope.vector.regions",
+    "regularise": "vimscope.vector.footprints",
+    "orthogonalise": "vimscope.vector.footprints",
+    "to_map": "vimscope.vector.ground",
+    "ground_area_m2": "vimscope.vector.ground",
     "RegionMask": "vimscope.vector.roi",
     "outline_clip": "vimscope.vector.roi",
     "read_geojson_region": "vimscope.vector.roi",

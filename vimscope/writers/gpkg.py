@@ -2,7 +2,8 @@
 
 GeoPackage is SQLite with three metadata tables and geometries stored as a small header plus ISO WKB; writing
 it needs no GDAL. Vectors are in the source CRS (``EPSG:xxxx`` or any CRS pyproj understands). One layer, one
-geometry column, attribute columns fixed by the first feature; no spatial index (readers build one on demand).
+geometry column (of a declared type, GEOMETRY unless told), attribute columns fixed by ``define`` or the first
+feature; no spatial index (readers build one on demand).
 """
 
 from __future__ import annotations
@@ -61,12 +62,23 @@ def _quote(name: str) -> str:
 class GeoPackageWriter:
     """``add(geometry, properties)`` then ``close()``; written to ``<path>.partial`` and renamed when closed."""
 
-    def __init__(self, path: str | os.PathLike, *, crs: str, layer: str = "objects", overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        crs: str,
+        layer: str = "objects",
+        geometry_type: str = "GEOMETRY",
+        overwrite: bool = False,
+    ) -> None:
+        """``geometry_type``: what the layer declares (GIS programs show a GEOMETRY layer as of unknown type);
+        e.g. MULTIPOLYGON, with every feature a MultiPolygon."""
         from pyproj import CRS
 
         self.final_path = Path(path)
         self.partial = partial_path(self.final_path)
         self.layer = layer
+        self.geometry_type = geometry_type.upper()
         self.overwrite = overwrite
         self.columns: list[str] | None = None
         self.count = 0
@@ -119,11 +131,20 @@ class GeoPackageWriter:
             (self.layer, self.layer, self.srs_id),
         )
         self._db.execute(
-            "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'GEOMETRY', ?, 0, 0)", (self.layer, self.srs_id)
+            "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 0, 0)",
+            (self.layer, self.geometry_type, self.srs_id),
         )
         marks = ", ".join("?" * (len(self.columns) + 1))
         names = ", ".join(["geom", *map(_quote, self.columns)])
         self._insert = f"INSERT INTO {_quote(self.layer)} ({names}) VALUES ({marks})"
+
+    def define(self, example: Mapping) -> None:
+        """Create the layer's columns from an example of the properties (their types), before any feature: a layer
+        that stays empty still has them."""
+        if self.columns is not None:
+            raise ValueError("GeoPackage layer: define() comes before the first feature")
+        with output_errors(self.final_path, self.partial):
+            self._create_layer(dict(example))
 
     def add(self, geometry, properties: Mapping | None = None) -> None:
         properties = dict(properties or {})
@@ -156,6 +177,13 @@ class GeoPackageWriter:
             self._db.close()
             commit_path(self.partial, self.final_path, overwrite=self.overwrite)
         return self.final_path
+
+    def abort(self) -> None:
+        """Drop the partial file (a failed or cancelled run leaves nothing)."""
+        try:
+            self._db.close()
+        finally:
+            remove_tree(self.partial)
 
 
 def _plain(v):

@@ -2,7 +2,8 @@
 
 Kinds (the ``kind`` of a ``data:`` entry): ``folder`` (image/mask pairs), ``slides`` (slides + QuPath GeoJSON),
 ``monuseg``, ``miccai2015``, ``cryonuseg``, ``vector`` (GeoTIFF + GeoJSON footprints), ``raster_mask`` (GeoTIFF
-+ label raster) and ``pack`` (a training pack). Loaded lazily: none of them imports torch.
++ label raster), ``web_tiles`` (web-map tile chips mosaicked by area) and ``pack`` (a training pack). Loaded
+lazily: none of them imports torch.
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ LOADERS = {
     "cryonuseg": "vimscope.train.datasets.nuclei:CryoNuSegSource:load_cryonuseg",
     "vector": "vimscope.train.datasets.geo:VectorSource:load_vector",
     "raster_mask": "vimscope.train.datasets.geo:RasterMaskSource:load_raster_mask",
+    "web_tiles": "vimscope.train.datasets.webtiles:WebTilesSource:load_web_tiles",
     "pack": "vimscope.train.pack:PackSource:load_pack",
 }
 
