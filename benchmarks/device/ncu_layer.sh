@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call: where a vim_tiny forward (the default inference path, bf16, 1024² tiles, batch 64) spends its
 # time, and what limits its three Triton kernels. The one-layer kernel budget comes from the backbone benchmark
-# (torch profiler); Nsight Compute then profiles one launch each of the sequential scan, the fused conv + x_proj
-# and the fused residual + RMSNorm (SpeedOfLight, Occupancy, WarpStateStats, ComputeWorkloadAnalysis) into CSV.
+# (torch profiler); Nsight Compute then profiles one launch each of the sequential scan, the conv + SiLU kernel of
+# the split conv + x_proj (the fused kernel before it became the default) and the fused residual + RMSNorm
+# (SpeedOfLight, Occupancy, WarpStateStats, ComputeWorkloadAnalysis, MemoryWorkloadAnalysis) into CSV.
 source benchmarks/device/env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 timeout 150 python3 -m benchmarks.models.backbone --models vim_tiny,vim_ssd_tiny,deit_tiny_flash --sizes 1024 \
@@ -16,10 +17,10 @@ m = build_vim(torch.device("cuda"), "bf16").eval()
 x = torch.randn(64, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)
 with torch.inference_mode():
     for _ in range(2):
-        m.forward_features(x)
+        m(x)
 torch.cuda.synchronize()
 PY
-for k in _seq_scan_kernel _conv_xproj_fwd_kernel _add_rmsnorm_fwd_kernel; do
+for k in _seq_scan_kernel _conv_silu_kernel _add_rmsnorm_fwd_kernel; do
     timeout 90 ncu --target-processes all -k "regex:$k" --launch-skip 30 --launch-count 1 \
         --section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --csv python3 /tmp/one_forward.py > "$OUT/ncu_$k.csv" 2> "$OUT/ncu_$k.err"

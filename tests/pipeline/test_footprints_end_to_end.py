@@ -75,8 +75,9 @@ def test_the_geopackage_holds_footprints_on_the_map_with_their_attributes(segmen
     x0, dx, _, y0, _, dy = transform
     bounds = shapely.box(x0, y0 + SIDE * dy, x0 + SIDE * dx, y0)
     assert shapely.within(geoms, bounds.buffer(1e-6)).all()
-    squared = [g for g in geoms if len(shapely.get_coordinates(g)) == 5]  # a rectangle: 4 corners, closed
-    assert squared, "no footprint was squared"
+    # simplified: far fewer vertices than their pixel staircases (squaring: tests/vector/test_footprints.py)
+    corners = np.array([len(shapely.get_coordinates(g)) for g in geoms])
+    assert np.median(corners) < 40 and np.median(shapely.area(geoms)) > 9.0  # split pieces under 9 m² are dropped
 
 
 def test_the_footprints_line_up_with_the_class_map_and_the_ground_truth(segmented):

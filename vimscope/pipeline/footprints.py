@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+from vimscope.instances.touching import SplitParams
 from vimscope.pipeline.runstate import Run
 from vimscope.types import Box
 from vimscope.vector.regions import region_band_rows
@@ -120,10 +121,14 @@ def write_footprints(run: Run, wait_rows=None) -> dict[str, Path]:
     )
     sinks = _Sinks(run)
     pixel = map_pixel_size(meta.transform, tiling.scale)
+    split = SplitParams.from_dict((p.spec.postprocess or {}).get("split"))
     try:
         batch: list = []
-        for value, poly in regions:
-            if value < len(p.classes):
+        for value, region in regions:
+            if value >= len(p.classes):
+                continue
+            pieces = split_region(region, tiling.scale, split.in_pixels(pixel)) if split and value else [region]
+            for poly in pieces:
                 batch.append((value, poly, _confidence(poly, value, probabilities, tiling.scale, (h, w))))
             if len(batch) >= BATCH:
                 sinks.add(_footprints(batch, p.classes, meta, pixel))
@@ -135,6 +140,25 @@ def write_footprints(run: Run, wait_rows=None) -> dict[str, Path]:
     except BaseException:
         sinks.abort()
         raise
+
+
+def split_region(poly, scale: float, params: tuple[float, float, float]) -> list:
+    """A region (level-0 px) as the buildings it holds: rasterised at output pixels (centres inside), split where
+    buildings touch (``instances.split_touching``, thresholds in output px), each piece traced back along pixel
+    edges. A region that does not split comes back as it is; pieces under the minimum area are dropped."""
+    from vimscope.instances.touching import split_touching
+    from vimscope.vector.outlines import trace_regions
+
+    out_poly = shapely.transform(poly, lambda xy: xy / scale) if scale != 1.0 else poly
+    x0, y0, x1, y1 = (int(np.floor(v)) for v in shapely.bounds(out_poly))
+    cols, rows = np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5
+    mask = shapely.contains_xy(out_poly, cols[None, :], rows[:, None])
+    labels = split_touching(mask, *params)
+    if labels.max() <= 1 and np.array_equal(labels > 0, mask):
+        return [poly]
+    pieces, _ = trace_regions(labels, background=0)
+    shift = np.array([x0, y0], dtype=float)
+    return [shapely.transform(piece, lambda xy: (xy + shift) * scale) for piece in pieces]
 
 
 def _confidence(poly, value: int, probabilities: ProbabilityBands, scale: float, out_shape) -> float | None:
@@ -156,6 +180,11 @@ def _footprints(batch: list, classes, meta, pixel: float) -> list[tuple]:
     points = shapely.get_coordinates(shapely.point_on_surface(exact))
     # holes are dropped as regions are: below MIN_REGION_AREA output pixels
     shapes = np.array([regularise(g, pixel, min_hole=MIN_REGION_AREA * pixel**2) for g in exact], dtype=object)
+    # squaring may move a wall on the image's edge outward by a fraction of a pixel: cut back to the image
+    image = to_map(shapely.box(0, 0, *meta.dimensions), meta.transform)
+    outside = ~shapely.within(shapes, image)
+    if outside.any():
+        shapes[outside] = shapely.intersection(shapes[outside], image)
     areas = ground_area_m2(shapes, meta.crs)
     out = []
     for (value, _, confidence), shape, point, area in zip(batch, shapes, points, areas):

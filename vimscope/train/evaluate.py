@@ -118,17 +118,23 @@ def evaluation_data(weights: str | Path, data: list[dict] | None, split: str) ->
 
 
 def region_objects(
-    pred_classes: np.ndarray, gt_classes: np.ndarray, gt_instances: np.ndarray | None
+    pred_classes: np.ndarray,
+    gt_classes: np.ndarray,
+    gt_instances: np.ndarray | None,
+    split: tuple[float, float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Objects of a model with one foreground class: its connected regions (4-connected, as the class regions
-    are traced into polygons), the prediction cleared where the ground truth is unlabelled; the ground truth's
-    own instances where it has them, else its connected regions."""
+    are traced into polygons), split where they touch when the model's ``postprocess.split`` asks for it (``split``:
+    its thresholds in pixels, as the footprints are split), the prediction cleared where the ground truth is
+    unlabelled; the ground truth's own instances where it has them, else its connected regions."""
     from skimage.measure import label
 
+    from vimscope.instances.touching import split_touching
     from vimscope.train.metrics import IGNORE_INDEX
 
     labelled = gt_classes != IGNORE_INDEX
-    pred = label((pred_classes == 1) & labelled, connectivity=1).astype(np.int32)
+    mask = (pred_classes == 1) & labelled
+    pred = split_touching(mask, *split) if split else label(mask, connectivity=1).astype(np.int32)
     gt = gt_instances if gt_instances is not None else label(gt_classes == 1, connectivity=1).astype(np.int32)
     return pred, gt
 
@@ -144,14 +150,18 @@ def _with_tile(model, tile: int | None, halo: int | None):
     return model
 
 
-def _score(acc: MetricAccumulator, im: LabelledImage, pred: dict, n_classes: int) -> dict:
-    """Add one image's prediction (at the output grid) to ``acc``; its row of metrics."""
+def _score(acc: MetricAccumulator, im: LabelledImage, pred: dict, spec) -> dict:
+    """Add one image's prediction (at the output grid, the model's pixel size) to ``acc``; its row of metrics."""
+    from vimscope.instances.touching import SplitParams
+
     shape = pred["classes"].shape
     gt_classes = _resize_nearest(im.classes, shape)
     gt_inst = _resize_nearest(im.instances, shape) if im.instances is not None else None
     pred_inst = pred.get("instances")
-    if pred_inst is None and n_classes == 2:
-        pred_inst, gt_inst = region_objects(pred["classes"], gt_classes, gt_inst)
+    if pred_inst is None and len(spec.classes) == 2:
+        split = SplitParams.from_dict((spec.postprocess or {}).get("split"))
+        in_px = split.in_pixels(spec.mpp or 1.0) if split else None
+        pred_inst, gt_inst = region_objects(pred["classes"], gt_classes, gt_inst, in_px)
     return acc.add(im.name, pred["classes"], gt_classes, pred_inst, gt_inst)
 
 
@@ -211,7 +221,7 @@ def evaluate(
             seconds += time.perf_counter() - t0
             shape = pred["classes"].shape
             megapixels += shape[0] * shape[1] / 1e6
-            row = _score(acc, im, pred, len(class_names))
+            row = _score(acc, im, pred, spec)
             if on_image is not None:
                 on_image(i + 1, len(images), row)
     summary = acc.summary()
