@@ -181,7 +181,7 @@ def unet_baseline():
     from vimscope.models import build_model
     from vimscope.train.config import load_train_config, resolve_spec
 
-    config = load_train_config("monuseg_unet")
+    config = load_train_config("nuclei_unet")
     spec = resolve_spec(config.model, tile=config.tile)
     torch.manual_seed(0)
     return build_model(spec), spec

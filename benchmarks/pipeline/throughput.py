@@ -15,7 +15,7 @@ Every rate is output megapixels per second: the processing-resolution area of th
   is the decoders alone on the level's tiles (TIFF tile px/s): libjpeg-turbo on all threads, nvjpeg in batches.
 - model-alone: the default model (vim_tiny_nuclei; bf16 autocast and the fused scan, as the pipeline runs it) at
   its default tile and the pipeline's default batch (auto: 32 on CUDA), random uint8 tiles already on the GPU,
-  normalised as batches are; also at batch 4 (or 32), and the U-Net baseline (configs/train/monuseg_unet.yaml,
+  normalised as batches are; also at batch 4 (or 32), and the U-Net baseline (vimscope/configs/train/nuclei_unet.yaml,
   random weights).
 - host-alone: the real pipeline with a model of the default model's IO contract that computes nothing (its maps
   are the input's channels): the ceiling of stitching, writing and the loop itself.
