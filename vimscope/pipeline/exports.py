@@ -86,31 +86,14 @@ def class_regions(run: Run, wait_rows=None) -> dict[str, Path]:
 
         return write_footprints(run, wait_rows)
     from vimscope.pipeline.instances import OBJECT_NAMESPACE  # the regions' ids share the detections' namespace
-    from vimscope.vector import iter_class_regions, outline_clip
-    from vimscope.vector.regions import MIN_REGION_AREA, region_band_rows
     from vimscope.writers.geojson import GeoJSONWriter, area_measurements, qupath_feature
 
-    p, writer = run.plan, run.writer
-    tiling, meta = p.tiling, p.reader.meta
-    h, w = tiling.out_shape
-    rows = region_band_rows(writer.chunk, w)
+    p, meta = run.plan, run.plan.reader.meta
     geo = bool(getattr(meta, "georeferenced", False) and meta.transform)
     unit = summary_unit(meta) or "µm"
+    from vimscope.pipeline.regions import traced_regions
 
-    def read(box):
-        if wait_rows is not None:
-            wait_rows(box.y1)
-        return writer.read_block("classes", box)
-
-    regions = iter_class_regions(
-        read,
-        (h, w),
-        band_height=rows,
-        scale=tiling.scale,
-        transform=meta.transform if geo else None,
-        min_area=MIN_REGION_AREA,
-        clip=outline_clip(meta.dimensions, p.roi),
-    )
+    regions = traced_regions(run, wait_rows, transform=meta.transform if geo else None)
     p.paths.staging.mkdir(parents=True, exist_ok=True)
     gj = GeoJSONWriter(p.paths.staged("geojson"), overwrite=True, crs=meta.crs if geo else None)
     batch: list[dict] = []  # handed over 1024 at a time: the writer turns their geometries into JSON in one call
@@ -132,7 +115,7 @@ def class_regions(run: Run, wait_rows=None) -> dict[str, Path]:
                 batch.clear()
         gj.add_many(batch)
         if wait_rows is not None:
-            wait_rows(h)  # a loop stopped meanwhile: no output under its final name
+            wait_rows(p.tiling.out_shape[0])  # a loop stopped meanwhile: no output under its final name
         return {"geojson": gj.close()}
     except BaseException:
         gj.abort()

@@ -34,7 +34,6 @@ import shapely
 from vimscope.instances.touching import SplitParams
 from vimscope.pipeline.runstate import Run
 from vimscope.types import Box
-from vimscope.vector.regions import region_band_rows
 
 BATCH = 256  # regions per batch: outline to map, ids and areas run on arrays of this many
 KEEP_BANDS = 3  # probability bands kept: a region finishes in the band it ends in, most start in it or the last
@@ -94,31 +93,15 @@ def footprint_id(crs: str, name: str, point: tuple[float, float], quantum: float
 def write_footprints(run: Run, wait_rows=None) -> dict[str, Path]:
     """Trace, measure and write the footprints of ``run`` (``exports.class_regions`` for a raster with a CRS);
     returns the staged paths by output name (``geojson``, ``gpkg``)."""
-    from vimscope.vector import iter_class_regions, outline_clip
+    from vimscope.pipeline.regions import traced_regions
     from vimscope.vector.ground import map_pixel_size
-    from vimscope.vector.regions import MIN_REGION_AREA
 
-    p, writer = run.plan, run.writer
+    p = run.plan
     tiling, meta = p.tiling, p.reader.meta
     h, w = tiling.out_shape
-    rows = region_band_rows(writer.chunk, w)
-    probabilities = ProbabilityBands(writer)
-
-    def read(box: Box):
-        if wait_rows is not None:
-            wait_rows(box.y1)
-        probabilities.add(box)
-        return writer.read_block("classes", box)
-
-    regions = iter_class_regions(
-        read,
-        (h, w),
-        band_height=rows,
-        scale=tiling.scale,
-        simplify=0,  # pixel-exact: the confidence reads the pixels, the footprint is simplified in map units
-        min_area=MIN_REGION_AREA,
-        clip=outline_clip(meta.dimensions, p.roi),
-    )
+    probabilities = ProbabilityBands(run.writer)
+    # pixel-exact outlines: the confidence reads the pixels, the footprint is simplified in map units
+    regions = traced_regions(run, wait_rows, on_band=probabilities.add, simplify=0)
     sinks = _Sinks(run)
     pixel = map_pixel_size(meta.transform, tiling.scale)
     split = SplitParams.from_dict((p.spec.postprocess or {}).get("split"))

@@ -23,11 +23,6 @@ from vimscope.vector.polygons import MAX_REGION_SIMPLIFY, _transform, label_poly
 MIN_REGION_AREA = 16  # output pixels: smaller class regions are not written
 
 
-def region_band_rows(chunk: int, width: int) -> int:
-    """Rows of the class map read per band when tracing regions: whole chunks, about 8192 x chunk pixels a band."""
-    return max(chunk, (chunk * 8192) // max(width, 1) // chunk * chunk)
-
-
 def iter_class_regions(
     read: Callable[[Box], np.ndarray],
     out_shape: tuple[int, int],
