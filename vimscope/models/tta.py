@@ -36,7 +36,7 @@ def _inverse(y: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
 class TestTimeAugmented(nn.Module):
     """``module`` run on every transform of the batch; each dense output (B, C, H, W) mapped back and averaged
     (logits and extra maps alike, before any softmax: the mean of logits is the geometric mean of the class
-    probabilities). ``features`` and the model's attributes are the wrapped model's."""
+    probabilities). ``features`` and ``spec`` are the wrapped model's."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
