@@ -1,9 +1,10 @@
 """The bidirectional SSD op: ``bi_ssd`` (checks, dispatch) and its ``autograd.Function`` over the Triton kernels.
 
-On CUDA tensors the Triton kernels run (``fwd``, ``bwd``); elsewhere the chunked PyTorch form (``cpu``) runs,
-which autograd differentiates. ``backend="triton"`` forces the kernels (the CPU tests run them in Triton's
-interpreter). The function saves the inputs and the two directions' outputs (for the gate's gradient) and
-recomputes the rest in backward.
+On CUDA tensors the Triton kernels run (``fwd``, ``bwd``); on CPU tensors the compiled recurrent scan
+(``cpu_recurrent``, numba) runs when no gradient is needed, else the chunked PyTorch form (``cpu``), which autograd
+differentiates. ``backend="triton"`` forces the kernels (the CPU tests run them in Triton's interpreter). The
+function saves the inputs and the two directions' outputs (for the gate's gradient) and recomputes the rest in
+backward.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def _rowwise(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.contiguous()
 
 
+def _pick_backend(x: torch.Tensor, tensors) -> str:
+    """Triton on CUDA; on CPU the compiled scan unless a gradient is needed (or numba is missing)."""
+    if x.is_cuda:
+        return "triton"
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return "torch" if needs_grad or not _compiled_cpu_available() else "cpu"
+
+
+def _compiled_cpu_available() -> bool:
+    try:
+        from .cpu_recurrent import bi_ssd_recurrent  # noqa: F401  (numba)
+    except ImportError:
+        return False
+    return True
+
+
 def _is_pow2(n: int) -> bool:
     return n >= 16 and n & (n - 1) == 0
 
@@ -89,8 +106,10 @@ def _check(x, dt, A, B, C, D, z, dt_bias, chunk, backend) -> None:
         raise ValueError(f"B and C must be (Bt, L, G, N) with G dividing H={H}, got {tuple(B.shape)}")
     if z is not None and z.shape != x.shape:
         raise ValueError(f"z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
-    if backend not in (None, "triton", "torch"):
-        raise ValueError(f"backend must be None, 'triton' or 'torch', got {backend!r}")
+    if backend not in (None, "triton", "torch", "cpu"):
+        raise ValueError(f"backend must be None, 'triton', 'torch' or 'cpu', got {backend!r}")
+    if backend == "cpu" and x.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' takes CPU tensors, got {x.device}")
     if backend == "triton" or (backend is None and x.is_cuda):
         N = B.shape[3]
         if not (_is_pow2(P) and _is_pow2(N) and _is_pow2(chunk)):
@@ -117,12 +136,17 @@ def bi_ssd(
     B, C: (Bt, L, G, N); D: (H,). Direction 0 is causal, direction 1 anti-causal (see ``naive``). Views into one
     in_proj output are fine: the kernels take strides (each row's last dimension contiguous).
     chunk_size: tokens per chunk (None: ``DEFAULT_CHUNK``, read at call time).
-    backend: None (Triton on CUDA, the chunked PyTorch form elsewhere), "triton" or "torch".
+    backend: None (Triton on CUDA; on CPU the compiled scan without gradients, else the chunked PyTorch form),
+    "triton", "torch" (the chunked form) or "cpu" (the compiled scan: CPU tensors, forward only).
     """
     chunk_size = chunk_size or DEFAULT_CHUNK
     _check(x, dt, A, B, C, D, z, dt_bias, chunk_size, backend)
-    use_triton = backend == "triton" or (backend is None and x.is_cuda)
-    if not use_triton:
+    backend = backend or _pick_backend(x, (x, dt, A, B, C, D, z, dt_bias))
+    if backend == "cpu":
+        from .cpu_recurrent import bi_ssd_recurrent
+
+        return bi_ssd_recurrent(x, dt, A, B, C, D, z, dt_bias)
+    if backend == "torch":
         from .cpu import bi_ssd_chunked
 
         return bi_ssd_chunked(x, dt, A, B, C, D, z, dt_bias, chunk_size=chunk_size)

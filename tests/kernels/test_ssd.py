@@ -109,7 +109,7 @@ def test_cpu_path_float64_is_exact_across_chunk_sizes():
         assert rel_err(bi_ssd(**inputs, chunk_size=chunk, backend="torch"), ref) < 1e-12
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "cpu"])
 def test_directions_are_causal_and_anticausal(backend):
     """A change at token k moves direction 0's output only at t >= k and direction 1's only at t <= k."""
     inputs = {k: v.float() for k, v in make_inputs(1, 40, 2, 1, seed=5).items()}

@@ -115,7 +115,8 @@ class SSDMixer(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.empty(2, self.nheads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.nheads))
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
-        self.backend: str | None = None  # None: Triton on CUDA, the chunked PyTorch form elsewhere (tests set it)
+        # None: Triton on CUDA; on CPU the compiled scan, or the chunked form when gradients are needed
+        self.backend: str | None = None
         for p in (self.dt_bias, self.A_log, self.D):
             p._no_weight_decay = True
 
