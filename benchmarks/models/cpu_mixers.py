@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the result ('-': benchmarks/results/...)")
     args = ap.parse_args(argv)
 
+    load_before = os.getloadavg()  # a shared machine: the neighbours' load, before and after the timed calls
     models = {name: build(cfg, args.tile) for name, cfg in CONFIGS.items()}
     if args.chunked:
         from vimscope.models.vim_ssd import SSDMixer
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "tile": args.tile,
             "dtype": "float32",
+            "loadavg_before_after": [round(v, 2) for v in (*load_before, *os.getloadavg())],
             "ms": {name: [round(1e3 * t, 2) for t in ts] for name, ts in times.items()},
             "median_ms": {name: round(1e3 * m, 2) for name, m in med.items()},
             "ratio_to_vim_tiny": {name: round(r, 4) for name, r in ratios.items()},
