@@ -256,10 +256,12 @@ def _last_items_alone(batch: int, grad: bool):
     xz[-2:] = torch.randn(2, length, 2 * channels, generator=g, device="cuda", dtype=torch.bfloat16)
     small = xz[-2:].clone()
     if not grad:
+        # the sequential inference kernel picks its chunk count from the batch (to fill the SMs): pinned here, so
+        # the big and the small batch sum in the same order
+        pinned = dict(chunk_len=512, seq_chunk_len=512)
         with torch.no_grad():
-            return vimscope_kernels.bimamba_inner(xz, *p.values(), chunk_len=512)[-2:], vimscope_kernels.bimamba_inner(
-                small, *p.values(), chunk_len=512
-            )
+            big = vimscope_kernels.bimamba_inner(xz, *p.values(), **pinned)[-2:]
+            return big, vimscope_kernels.bimamba_inner(small, *p.values(), **pinned)
     dy = torch.zeros(batch, length, channels, device="cuda", dtype=torch.bfloat16)
     dy[-2:] = torch.randn(2, length, channels, generator=g, device="cuda", dtype=torch.bfloat16)
     xz.requires_grad_()

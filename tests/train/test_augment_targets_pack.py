@@ -12,7 +12,7 @@ from vimscope.errors import ConfigError
 from vimscope.train.augment import AugmentConfig, flip_rotate, hed_jitter, hed_to_rgb, rgb_to_hed
 from vimscope.train.datasets.base import LabelledImage
 from vimscope.train.pack import build_pack, read_manifest, read_pack
-from vimscope.train.targets import boundary_map, distance_map
+from vimscope.train.targets import boundary_map, distance_map, touching_gaps
 
 
 def test_hed_conversion_matches_scikit_image_and_round_trips():
@@ -75,6 +75,26 @@ def _images():
             class_names=["bg", "a", "b"],
         ),
     ]
+
+
+def test_touching_gaps_mark_only_where_two_objects_meet():
+    rng = np.random.default_rng(3)
+    inst = np.zeros((40, 50), np.int32)
+    inst[5:15, 5:20], inst[5:15, 20:30] = 1, 2  # touching along column 20
+    inst[25:35, 5:15] = 3  # alone
+    inst[25:35, 17:25] = 4  # 2 px of background from 3: within radius 2, not touching 3 but near it
+    for radius in (1, 2):
+        gaps = touching_gaps(inst, radius)
+        # brute force: an object pixel with a different object in its (2r+1)^2 window
+        ref = np.zeros_like(gaps)
+        for r, c in zip(*np.nonzero(inst)):
+            win = inst[max(r - radius, 0) : r + radius + 1, max(c - radius, 0) : c + radius + 1]
+            ref[r, c] = ((win > 0) & (win != inst[r, c])).any()
+        assert (gaps == ref).all()
+    assert touching_gaps(inst, 1)[5:15, 19:21].all() and touching_gaps(inst, 1).sum() == 20
+    assert not touching_gaps(inst, 0).any()
+    big = rng.integers(0, 4, (30, 30)).astype(np.int32)  # every object touches another somewhere
+    assert touching_gaps(big, 1)[big > 0].mean() > 0.5
 
 
 def test_pack_round_trips_losslessly_and_checks_hashes(tmp_path):

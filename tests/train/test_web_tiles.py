@@ -75,3 +75,51 @@ def test_shared_hot_oam_tiles_mosaic_into_areas():
         assert im.mpp == pytest.approx(0.0724, abs=5e-4)  # zoom 21 at 14° N
         building = (im.classes == 1).mean()
         assert 0.1 < building < 0.35 and not (im.classes == IGNORE_INDEX).any()
+
+
+def _lonlat(px: float, py: float, z: int = 21) -> list[float]:
+    """Lon/lat of a web-map pixel position (pixels of 256-px tiles at zoom ``z``)."""
+    n = 256 * 2**z
+    return [px / n * 360 - 180, math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * py / n))))]
+
+
+def _box(x0, y0, x1, y1) -> dict:
+    ring = [_lonlat(x, y) for x, y in [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]]
+    return {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+def test_footprints_give_instances_and_touching_footprints_a_carved_gap(tmp_path):
+    import json
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    y = 2**20
+    for x in (10, 11):
+        Image.fromarray(np.full((256, 256, 3), 80, np.uint8)).save(tmp_path / "images" / f"OAM-{x}-{y}-21.png")
+    mask = np.zeros((256, 512), np.uint8)
+    mask[20:60, 100:300] = 255  # two buildings sharing the wall at column 200 (it crosses the tile seam at 256)
+    mask[100:120, 400:430] = 255  # a third one on its own
+    for i, x in enumerate((10, 11)):
+        Image.fromarray(mask[:, 256 * i : 256 * (i + 1)]).save(tmp_path / "masks" / f"OAM-{x}-{y}-21.png")
+    ox, oy = 10 * 256, y * 256
+    boxes = [(100, 20, 200, 60), (200, 20, 300, 60), (400, 100, 430, 120)]
+    doc = {"type": "FeatureCollection", "features": [_box(ox + a, oy + b, ox + c, oy + d) for a, b, c, d in boxes]}
+    (tmp_path / "labels.geojson").write_text(json.dumps(doc))
+    entry = {"kind": "web_tiles", "path": str(tmp_path), "value_map": {255: 1}, "labels": "labels.geojson"}
+    (plain,) = load_source(entry)
+    assert plain.instances.max() == 3 and ((plain.instances > 0) == (mask == 255)).all()
+    assert len(np.unique(plain.instances[20:60, 100:200])) == 1 != plain.instances[40, 150] - plain.instances[40, 250]
+    assert ((plain.classes == 1) == (mask == 255)).all()  # no gap asked for: the set's mask as it is
+    (carved,) = load_source({**entry, "touching_gap_m": 0.3})  # 0.3 m at 7.46 cm/px: 2 px on each side
+    gap = (plain.classes == 1) & (carved.classes == 0)
+    assert gap[20:60, 198:202].all() and gap.sum() == 40 * 4
+    with pytest.raises(ConfigError, match="needs labels"):
+        load_source({"kind": "web_tiles", "path": str(tmp_path), "touching_gap_m": 0.3})
+
+
+def test_shared_footprints_reproduce_the_masks():
+    root = shared_path("data/labelled/buildings-hot-oam/4")
+    entry = {"kind": "web_tiles", "path": str(root), "value_map": {255: 1}, "zooms": [21], "labels": "labels.geojson"}
+    for im in load_source(entry):
+        assert ((im.instances > 0) == (im.classes == 1)).all()  # the fAIr masks are this fill of the footprints
+        assert im.instances.max() > 40

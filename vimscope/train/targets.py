@@ -3,6 +3,9 @@
 - ``boundary``: pixels of an object within ``width`` px of another label (background or a touching object); the
   post-processing (``vimscope.instances``) seeds markers away from it, which separates touching nuclei.
 - ``distance``: per object, the distance to its edge divided by its maximum (0-1; 1 at the object's centre).
+
+``touching_gaps`` serves class models instead (buildings): the pixels where two objects meet, which a class
+map must show as background for touching objects to come out as separate regions.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["boundary_map", "distance_map", "instance_targets"]
+__all__ = ["boundary_map", "distance_map", "instance_targets", "touching_gaps"]
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -27,6 +30,20 @@ def boundary_map(instances: np.ndarray, width: int = 2) -> np.ndarray:
     hi = ndi.maximum_filter(inst, footprint=footprint, mode="nearest")
     lo = ndi.minimum_filter(inst, footprint=footprint, mode="nearest")
     return ((inst > 0) & ((hi != inst) | (lo != inst))).astype(np.uint8)
+
+
+def touching_gaps(instances: np.ndarray, radius: int) -> np.ndarray:
+    """bool: object pixels within ``radius`` px (Chebyshev) of a different object; background neighbours do not
+    count. Carving them out of a class mask leaves a gap of about ``2 * radius`` px between touching objects."""
+    inst = np.asarray(instances)
+    if radius <= 0:
+        return np.zeros(inst.shape, bool)
+    size = 2 * radius + 1
+    hi = ndi.maximum_filter(inst, size=size, mode="nearest")
+    # background (0) must not count as a smaller neighbour: lift it above every label for the minimum
+    lifted = np.where(inst > 0, inst, np.iinfo(inst.dtype).max if inst.dtype.kind in "iu" else np.inf)
+    lo = ndi.minimum_filter(lifted, size=size, mode="nearest")
+    return (inst > 0) & ((hi > inst) | (lo < inst))
 
 
 def distance_map(instances: np.ndarray) -> np.ndarray:

@@ -58,7 +58,17 @@ def read_geotiff(path: str | Path) -> GeoRaster:
     return GeoRaster(array, transform, crs, nodata)
 
 
-def _geojson_crs(doc: dict) -> str:
+def read_geojson(path: Path) -> dict:
+    """A GeoJSON document, or a one-line ConfigError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"labels not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid GeoJSON ({e})") from None
+
+
+def geojson_crs(doc: dict) -> str:
     """RFC 7946 GeoJSON is lon/lat (CRS84); older files name their CRS in a ``crs`` member."""
     name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
     if not name or name.endswith("CRS84"):
@@ -112,14 +122,8 @@ def load_vector(cfg: VectorSource, ctx: LoadContext) -> list[LabelledImage]:
     raster = read_geotiff(resolve(cfg.image, ctx))
     if raster.transform is None:
         raise ConfigError(f"{cfg.image}: no georeferencing, cannot place vector labels")
-    label_path = resolve(cfg.labels, ctx)
-    try:
-        doc = json.loads(label_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"labels not found: {label_path}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{label_path}: not valid GeoJSON ({e})") from None
-    src_crs = cfg.crs or _geojson_crs(doc)
+    doc = read_geojson(resolve(cfg.labels, ctx))
+    src_crs = cfg.crs or geojson_crs(doc)
     h, w = raster.array.shape[:2]
     index = {name: k for k, name in enumerate(cfg.classes)}
     kept, classes_of = [], []

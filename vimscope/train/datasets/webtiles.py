@@ -2,6 +2,12 @@
 them): the tiles of each zoom are mosaicked back into the areas they cut, so that a model sees a building with its
 surroundings and long training tiles fit; a tile missing inside an area's bounding box is unlabelled.
 
+With ``labels`` (the set's GeoJSON of footprints, as fAIr ships beside its masks) each area also gets an instance
+map, so that object metrics count buildings rather than merged blocks; ``touching_gap_m`` then carves the strip
+where two footprints meet out of the class mask (as background), so a class model learns to keep touching
+buildings apart (the U-Net paper's separation borders, as labels rather than loss weights). Without it the class
+mask stays the set's own.
+
 The tile name is the georeference (EPSG:3857 map tile x, y at zoom z). The pixel size is the ground distance:
 the map's metres per pixel at the area's latitude times cos(latitude), so drone sets at zoom 19 to 21 land on
 one resolution contract (metres per pixel) with UTM orthophotos.
@@ -18,7 +24,10 @@ import numpy as np
 from vimscope.errors import ConfigError
 from vimscope.train.datasets.base import IGNORE_INDEX, LabelledImage, LoadContext, resolve
 from vimscope.train.datasets.folder import FolderSource, classes_from_mask
+from vimscope.train.datasets.geo import geo_to_pixel, geojson_crs, read_geojson
 from vimscope.train.datasets.readers import IMAGE_SUFFIXES, read_array, read_rgb_or_bands
+from vimscope.train.rasterize import rasterize
+from vimscope.train.targets import touching_gaps
 
 __all__ = ["WebTilesSource", "ground_metres_per_pixel", "load_web_tiles", "tile_areas"]
 
@@ -42,6 +51,8 @@ class WebTilesSource:
     name: str = ""  # prefix of the image names (default: the folder's name)
     group: str = ""
     tile_size: int = 256
+    labels: str = ""  # GeoJSON of the footprints (lon/lat unless it names a CRS), relative to ``path``
+    touching_gap_m: float = 0.0  # with labels: width of the background strip carved where two footprints meet
 
 
 def tile_latitude(y: float, z: int) -> float:
@@ -106,6 +117,9 @@ def load_web_tiles(cfg: WebTilesSource, ctx: LoadContext) -> list[LabelledImage]
     as_folder = FolderSource(
         str(root), classes=list(cfg.classes), value_map=cfg.value_map, ignore_values=cfg.ignore_values
     )
+    if cfg.touching_gap_m > 0 and not cfg.labels:
+        raise ConfigError("web_tiles: touching_gap_m needs labels (the footprints' GeoJSON)")
+    footprints = _footprints(root / cfg.labels) if cfg.labels else None
     prefix = cfg.name or root.name
     s = cfg.tile_size
     out = []
@@ -129,14 +143,50 @@ def load_web_tiles(cfg: WebTilesSource, ctx: LoadContext) -> list[LabelledImage]
                 pixels[r : r + s, c : c + s] = tile if tile.shape[2] == 3 else tile[:, :, :1]
                 classes[r : r + s, c : c + s] = classes_from_mask(mask, as_folder, masks[(x, y, z)])
             mid_row = (min(ys) + max(ys) + 1) / 2
+            mpp = ground_metres_per_pixel(mid_row, z, s)
+            instances = None
+            if footprints is not None:
+                instances = _area_instances(footprints, (x0, y0, z), s, classes)
+                if cfg.touching_gap_m > 0:
+                    gaps = touching_gaps(instances, max(1, round(cfg.touching_gap_m / 2 / mpp)))
+                    classes[gaps] = 0
             out.append(
                 LabelledImage(
                     f"{prefix}-z{z}-{i}",
                     pixels,
                     classes=classes,
-                    mpp=ground_metres_per_pixel(mid_row, z, s),
+                    instances=instances,
+                    mpp=mpp,
                     group=cfg.group or prefix,
                     class_names=list(cfg.classes),
                 )
             )
     return out
+
+
+def _footprints(path) -> tuple[np.ndarray, str]:
+    """The footprint polygons of a GeoJSON file (shapely array) and their CRS."""
+    from shapely.geometry import shape as to_shape
+
+    doc = read_geojson(path)
+    polygons = [to_shape(f["geometry"]) for f in doc.get("features", []) if f.get("geometry")]
+    return np.array(polygons, dtype=object), geojson_crs(doc)
+
+
+def _area_instances(footprints, origin: tuple[int, int, int], s: int, classes: np.ndarray) -> np.ndarray:
+    """Instance map of an area mosaic whose top-left tile is ``origin`` (x, y, z): the footprints rasterised
+    with the masks' rule (pixel centres), numbered 1..N, kept inside the class mask's foreground only."""
+    import shapely
+    from skimage.segmentation import relabel_sequential
+
+    polygons, crs = footprints
+    x0, y0, z = origin
+    half = math.pi * EARTH_RADIUS_M
+    tile_m = 2 * half / 2**z
+    transform = (x0 * tile_m - half, tile_m / s, 0.0, half - y0 * tile_m, 0.0, -tile_m / s)
+    h, w = classes.shape
+    pixel_polygons = shapely.clip_by_rect(geo_to_pixel(polygons, transform, crs, "EPSG:3857"), 0, 0, w, h)
+    items = [(g, k) for k, g in enumerate(pixel_polygons, 1) if not g.is_empty and g.area > 0]
+    instances = rasterize(items, (h, w), dtype=np.int32)
+    instances[(classes == 0) | (classes == IGNORE_INDEX)] = 0
+    return relabel_sequential(instances)[0].astype(np.int32)

@@ -1,0 +1,75 @@
+"""The touching-building split of a one-foreground-class model, tuned on its validation images: the model runs once
+per image through the product's pipeline (as ``vimscope eval`` does), then every setting of a small grid of
+``postprocess.split`` thresholds (metres, ``vimscope.instances.touching``) and no split at all is scored on the same
+prediction. Prints one row per setting; ``--json`` keeps them all.
+
+    python -m benchmarks.models.tune_split runs/buildings_unet/model.safetensors \\
+        --data vimscope/configs/train/buildings_unet.yaml --json tune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+from vimscope.instances.touching import SplitParams
+from vimscope.models import TestTimeAugmented
+from vimscope.models.registry import create_model
+from vimscope.train.datasets.base import LoadContext, load_sources
+from vimscope.train.evaluate import _resize_nearest, evaluation_data, predict_with_pipeline, region_objects
+from vimscope.train.metrics import MetricAccumulator
+
+GRID = {"h": (0.2, 0.3, 0.5), "min_distance": (0.6, 1.0), "min_area": (4.0, 9.0)}
+
+
+def score(preds: list, spec, split: SplitParams | None) -> dict:
+    """Per-image mean metrics of the cached predictions with one split setting (None: plain 4-connected regions)."""
+    names = [c.name for c in spec.classes]
+    acc = MetricAccumulator(len(names), names)
+    for im, classes in preds:
+        gt_classes = _resize_nearest(im.classes, classes.shape)
+        gt_inst = _resize_nearest(im.instances, classes.shape) if im.instances is not None else None
+        in_px = split.in_pixels(spec.mpp or 1.0) if split else None
+        pred_inst, gt_inst = region_objects(classes, gt_classes, gt_inst, in_px)
+        acc.add(im.name, classes, gt_classes, pred_inst, gt_inst)
+    summary = acc.summary()
+    return {k: round(summary[k], 4) for k in ("mean_iou", "object_f1", "precision", "recall", "aji", "pq")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("--data", required=True, help="YAML with a data: list (the training config)")
+    ap.add_argument("--split", default="validation")
+    ap.add_argument("--tta", action="store_true", help="test-time augmentation, as `vimscope segment --tta`")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import yaml
+
+    entries, _, _ = evaluation_data(args.weights, yaml.safe_load(Path(args.data).read_text())["data"], "all")
+    _, _, names = evaluation_data(args.weights, None, args.split)
+    model = create_model(weights=args.weights)
+    if args.tta:
+        model = TestTimeAugmented(model)
+    images = [im for im in load_sources(entries, LoadContext(target_mpp=model.spec.mpp)) if im.name in set(names)]
+    with tempfile.TemporaryDirectory(prefix="vimscope-tune-") as tmp:
+        preds = [
+            (im, predict_with_pipeline(model, im, workdir=Path(tmp), device="cpu", batch_size=2)["classes"])
+            for im in images
+        ]
+    rows = [{"split": None, **score(preds, model.spec, None)}]
+    for h, dist, area in itertools.product(*GRID.values()):
+        setting = {"h": h, "min_distance": dist, "min_area": area}
+        rows.append({"split": setting, **score(preds, model.spec, SplitParams.from_dict(setting))})
+    for row in rows:
+        print(json.dumps(row))
+    if args.json:
+        doc = {"weights": args.weights, "tta": args.tta, "images": names, "rows": rows}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()
