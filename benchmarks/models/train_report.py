@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=Path, required=True, help="runs.tgz from benchmarks/device/train.sh")
     ap.add_argument("--configs", required=True, help="comma-separated config names")
     ap.add_argument("--eval", action="append", default=[], help="CONFIG=EVAL_JSON (vimscope eval --out)")
+    ap.add_argument("--tune", action="append", default=[], help="CONFIG=TUNE_JSON (benchmarks.models.tune_split)")
     ap.add_argument("--card", required=True)
     ap.add_argument("--command", required=True, help="the device command that trained them")
     ap.add_argument("--versions", default="", help="the GPU machine's torch / triton versions")
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
         cfg, path = item.split("=", 1)
         full = json.loads(Path(path).read_text())
         runs[cfg]["eval"] = {k: v for k, v in full.items() if k != "weights"}
+    for item in args.tune:
+        cfg, path = item.split("=", 1)
+        runs[cfg]["tune_split"] = {k: v for k, v in json.loads(Path(path).read_text()).items() if k != "weights"}
     result = {
         "benchmark": args.benchmark,
         "card": args.card,

@@ -10,11 +10,13 @@ prediction. Prints one row per setting; ``--json`` keeps them all.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import json
 import tempfile
 from pathlib import Path
 
+from benchmarks.common.runinfo import git_commit, write_result
 from vimscope.instances.touching import SplitParams
 from vimscope.models import TestTimeAugmented
 from vimscope.models.registry import create_model
@@ -67,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(json.dumps(row))
     if args.json:
-        doc = {"weights": args.weights, "tta": args.tta, "images": names, "rows": rows}
-        Path(args.json).write_text(json.dumps(doc, indent=1))
+        doc = {"benchmark": "tune_split", "weights": args.weights, "tta": args.tta, "images": names}
+        doc.update(date=dt.date.today().isoformat(), commit=git_commit(), device="cpu", rows=rows)
+        write_result(doc, Path(args.json), "tune_split")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,11 @@ def bi_ssd_recurrent(
         with _PARALLEL_LOCK:
             _bi_scan(xs, zs, *rest, z is not None, out)
     return torch.from_numpy(out).to(x.dtype)
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) the float32 scan now, so a set-up step pays for it once rather
+    than the first run of an SSD model on the CPU."""
+    x = torch.zeros(1, 3, 2, 4)
+    groups = torch.zeros(1, 3, 1, 4)
+    bi_ssd_recurrent(x, torch.zeros(1, 3, 2, 2), -torch.ones(2, 2), groups, groups, torch.ones(2), x, torch.zeros(2, 2))

@@ -98,6 +98,22 @@ def test_accumulator_sums_confusion_and_averages_per_image():
     assert s["mean_dice"] == s["dice"]["nucleus"]
 
 
+def test_pooled_detection_counts_objects_not_images():
+    one = np.zeros((20, 20), np.int32)
+    one[2:8, 2:8] = 1
+    three = np.zeros((20, 20), np.int32)
+    three[2:6, 2:6], three[10:14, 2:6], three[2:6, 10:14] = 1, 2, 3
+    acc = MetricAccumulator(2, ["background", "building"])
+    acc.add("found", (one > 0).astype(int), (one > 0).astype(int), one, one)
+    acc.add("missed", np.zeros_like(three), (three > 0).astype(int), np.zeros_like(three), three)
+    s = acc.summary()
+    assert s["object_f1"] == pytest.approx(0.5)  # (1 + 0) / 2 images
+    pooled = s["objects_pooled"]
+    assert (pooled["objects_gt"], pooled["objects_pred"], pooled["matched"]) == (4, 1, 1)
+    assert pooled["f1"] == pytest.approx(2 * 1 / (4 + 1)) and pooled["recall"] == pytest.approx(0.25)
+    assert pooled["precision"] == 1.0
+
+
 def test_metrics_datasets_and_packs_import_no_torch():
     """Eval, the pipeline and `vimscope pack` use these without paying for torch."""
     import subprocess

@@ -250,6 +250,7 @@ class MetricAccumulator:
                 foreground_dice=dice(pred_inst, gt_inst),
                 objects_gt=m.tp + m.fn,
                 objects_pred=m.tp + m.fp,
+                objects_matched=m.tp,
             )
         self.per_image.append(row)
         return row
@@ -268,8 +269,24 @@ class MetricAccumulator:
         if inst:
             for key in ("aji", "object_f1", "precision", "recall", "pq", "foreground_dice"):
                 out[key] = float(np.mean([r[key] for r in inst]))
+            out["objects_pooled"] = pooled_detection(inst)
         out["per_image"] = self.per_image
         return out
+
+
+def pooled_detection(rows: list[dict]) -> dict:
+    """Object counts summed over the images, then precision / recall / F1 (SpaceNet's building F1): unlike the
+    per-image means, an image with three objects weighs three objects, not a sixth of the score."""
+    tp = sum(r["objects_matched"] for r in rows)
+    gt, pred = sum(r["objects_gt"] for r in rows), sum(r["objects_pred"] for r in rows)
+    return {
+        "objects_gt": gt,
+        "objects_pred": pred,
+        "matched": tp,
+        "precision": tp / pred if pred else 0.0,
+        "recall": tp / gt if gt else 0.0,
+        "f1": 2 * tp / (gt + pred) if gt + pred else 1.0,
+    }
 
 
 def _mean_fg(values: np.ndarray) -> float | None:
