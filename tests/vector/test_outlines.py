@@ -124,3 +124,22 @@ def test_real_nuclei_labels_give_the_reference_polygons(name):
     labels = np.asarray(Image.open(path))
     assert assert_same_faces(labels) > 20
     assert_same_faces((labels > 0).astype(np.uint8) + (labels % 3 == 1), background=None)  # a class map
+
+
+def test_compiled_reductions_equal_numpy():
+    """The compiled 2x2 mean and mode (``pyramid._mean2``, ``_mode2``) against their numpy statements, odd sizes
+    (the border replicated) and leading axes included."""
+    from vimscope.writers.pyramid import downsample_mean, downsample_mean_plain, downsample_mode_plain
+
+    rng = np.random.default_rng(1)
+    for shape in ((1, 1), (1, 6), (5, 1), (7, 9), (64, 64), (3, 10, 11), (2, 3, 5, 7)):
+        for dtype in (np.uint8, np.uint16, np.int32, np.uint32):
+            a = rng.integers(0, 5 if np.dtype(dtype).itemsize == 4 else np.iinfo(dtype).max, shape).astype(dtype)
+            got = downsample_mode(a)
+            assert got.dtype == a.dtype
+            np.testing.assert_array_equal(got, downsample_mode_plain(a))
+            np.testing.assert_array_equal(got, downsample_mode_reference(a))
+            if dtype in (np.uint8, np.uint16):
+                mean = downsample_mean(a)
+                assert mean.dtype == a.dtype
+                np.testing.assert_array_equal(mean, downsample_mean_plain(a))
