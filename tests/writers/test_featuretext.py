@@ -105,3 +105,46 @@ def test_table_columns_equal_rows(tmp_path, fmt):
     for a, b in ((0, 5), (5, 5), (5, BATCH_ROWS + 7), (BATCH_ROWS + 7, n)):
         columns.add_columns({k: v[a:b] for k, v in cols.items()})
     assert rows.close().read_bytes() == columns.close().read_bytes()
+
+
+def _traced(labels):
+    from vimscope.vector.polygons import group_parts, label_faces
+
+    return np.asarray(group_parts(*label_faces(labels))[1], dtype=object)
+
+
+def test_polygon_texts_equal_geos():
+    """Pixel outlines (Polygons with holes, MultiPolygons, negative and large coordinates) as GEOS writes them;
+    anything else is left to GEOS (None)."""
+    from tests.vector.test_polygons import random_label_map
+    from vimscope.writers.featuretext import polygon_texts
+
+    rng = np.random.default_rng(3)
+    for seed in range(4):
+        geoms = _traced((random_label_map(seed) * 1000).astype(np.uint32))  # touching, holes, corner contacts
+        for shift in (0.0, -7.0, 123456789012.0, 999999999999000.0):  # all below 1e15
+            moved = shapely.transform(geoms, lambda xy, s=shift: xy + s)
+            assert polygon_texts(moved) == shapely.to_geojson(moved).tolist()
+    boxes = np.array([shapely.box(*rng.integers(-50, 50, 2), *rng.integers(50, 99, 2)) for _ in range(50)], object)
+    assert polygon_texts(boxes) == shapely.to_geojson(boxes).tolist()
+    assert polygon_texts(np.array([], object)) == []
+    for other in (
+        shapely.box(0, 0, 1.5, 1),  # not whole numbers
+        shapely.box(0, 0, 1e15, 1),  # GEOS writes 1e+15
+        shapely.Polygon([(-0.0, 0), (1, 0), (1, 1)]),  # -0.0
+        shapely.Polygon(),
+        shapely.Point(1, 2),
+        shapely.Polygon([(0, 0, 1), (1, 0, 1), (1, 1, 1)]),
+    ):
+        assert polygon_texts(np.array([boxes[0], other], object)) is None
+
+
+def test_polygon_texts_of_real_nuclei_outlines():
+    from PIL import Image
+
+    from tests.conftest import shared_path
+    from vimscope.writers.featuretext import polygon_texts
+
+    labels = np.asarray(Image.open(shared_path("data/labelled/nuclei-gbm40/01_labels.png"))).astype(np.uint32)
+    geoms = _traced(labels)
+    assert len(geoms) > 20 and polygon_texts(geoms) == shapely.to_geojson(geoms).tolist()

@@ -213,8 +213,8 @@ def _walk(labels, background, has_background, seen, comp):  # pragma: no cover -
     for r0 in range(h):
         for c0 in range(w):
             v = labels[r0, c0]
-            if seen[r0, c0] or (has_background and v == background) or (r0 > 0 and labels[r0 - 1, c0] == v):
-                continue
+            if (has_background and v == background) or (r0 > 0 and labels[r0 - 1, c0] == v) or seen[r0, c0]:
+                continue  # no top edge, or one of a ring walked already
             r, c, d, start = r0, c0, 0, n
             while True:
                 if n == cap:

@@ -175,7 +175,10 @@ class GeoJSONWriter:
     def _geometry_texts(self, geoms: list) -> list[str]:
         plain = self._transformer is None and not self.rfc7946 and self.precision is None
         if plain and geoms and all(isinstance(g, shapely.Geometry) for g in geoms):
-            return shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+            from vimscope.writers.featuretext import polygon_texts  # pixel outlines without GEOS's writer
+
+            texts = polygon_texts(geoms)
+            return texts if texts is not None else shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
         return [self._geometry_json(g) for g in geoms]
 
     def _write(self, texts: list[str]) -> None:
