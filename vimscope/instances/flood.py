@@ -22,65 +22,64 @@ BLOCK = 1024  # queue entries per block
 
 
 @numba.njit(cache=True, nogil=True)
+def _frontier(flat_l, flat_m, h, w, neighbours, dy, dx):  # pragma: no cover - compiled
+    """Marker pixels (label > 0) with a neighbour in the mask still to flood, in raster order."""
+    out = np.empty(h * w, np.int64)  # virtual: only what is found is touched
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            index = y * w + x
+            if flat_l[index] <= 0:
+                continue
+            for k in range(neighbours):
+                yy, xx = y + dy[k], x + dx[k]
+                if 0 <= yy < h and 0 <= xx < w and flat_m[yy * w + xx] and flat_l[yy * w + xx] == 0:
+                    out[n] = index
+                    n += 1
+                    break
+    return out[:n]
+
+
+@numba.njit(cache=True, nogil=True)
 def _flood(elevation, labels, mask, diagonal, area):  # pragma: no cover - compiled
     """Flood ``labels`` (int32, (h, w), markers > 0, changed in place) over ``mask`` by ``elevation`` (uint8);
-    ``area`` (int64 per label, or empty) gains one per pixel a label floods.
-
-    Each level's queue is a chain of blocks of pixel indices (``pool``), read blocks reused from a free stack:
-    pushes and pops run along memory (a linked list through a per-pixel array, scattered over the window, took
-    1.5 times longer). A marker pixel with no neighbour left to flood would leave the queue having done nothing:
-    it is never queued (the others keep their order, so the result is the same; most marker pixels lie inside
-    their marker)."""
+    ``area`` (int64 per label, or empty) gains one per pixel a label floods. Each level's queue is a chain of
+    blocks of pixel indices (``pool``), read blocks reused: pushes and pops run along memory (a linked list
+    through a per-pixel array took 1.5 times longer). Marker pixels with nothing to flood are never queued
+    (``_frontier``): they would leave the queue having done nothing, so the others' order is the same."""
     h, w = labels.shape
     n = h * w
-    flat_e = elevation.reshape(n)
-    flat_l = labels.reshape(n)
-    flat_m = mask.reshape(n)
+    flat_e, flat_l, flat_m = elevation.reshape(n), labels.reshape(n), mask.reshape(n)
     count = len(area) > 0
     blocks = n // BLOCK + 258  # enough for every pixel once, plus a partly filled block per level
     pool = np.empty((blocks, BLOCK), np.int64)  # virtual: only the blocks in use are touched
-    link = np.empty(blocks, np.int64)  # the next block of a level's chain
-    free = np.empty(blocks, np.int64)  # a stack of read blocks
+    link, free = np.empty(blocks, np.int64), np.empty(blocks, np.int64)  # a chain's next block; read blocks
     n_free, fresh = 0, 0  # blocks on the stack; blocks ever taken
-    hb = np.full(256, -1, np.int64)  # per level: head block and the position read next
-    hp = np.zeros(256, np.int64)
-    tb = np.full(256, -1, np.int64)  # per level: tail block and the position written next
-    tp = np.zeros(256, np.int64)
+    hb, hp = np.full(256, -1, np.int64), np.zeros(256, np.int64)  # per level: head block, position read next
+    tb, tp = np.full(256, -1, np.int64), np.zeros(256, np.int64)  # per level: tail block, position written next
     dy = np.array([-1, 0, 0, 1, -1, -1, 1, 1])  # scikit-image's neighbour order: edges, then corners
     dx = np.array([0, -1, 1, 0, -1, 1, -1, 1])
     neighbours = 8 if diagonal else 4
     lowest = 256
     # the queue append is written out twice (markers, neighbours): a shared njit helper measured 19-27 % slower
-    for y in range(h):  # markers in raster order
-        for x in range(w):
-            index = y * w + x
-            if flat_l[index] <= 0:
-                continue
-            free_neighbour = False
-            for k in range(neighbours):
-                yy, xx = y + dy[k], x + dx[k]
-                if 0 <= yy < h and 0 <= xx < w and flat_m[yy * w + xx] and flat_l[yy * w + xx] == 0:
-                    free_neighbour = True
-                    break
-            if not free_neighbour:
-                continue
-            v = flat_e[index]
-            if tb[v] < 0 or tp[v] == BLOCK:  # a block for this level: a read one, else a fresh one
-                if n_free > 0:
-                    n_free -= 1
-                    b = free[n_free]
-                else:
-                    b = fresh
-                    fresh += 1
-                link[b] = -1
-                if tb[v] < 0:
-                    hb[v], hp[v] = b, 0
-                else:
-                    link[tb[v]] = b
-                tb[v], tp[v] = b, 0
-            pool[tb[v], tp[v]] = index
-            tp[v] += 1
-            lowest = min(lowest, v)
+    for index in _frontier(flat_l, flat_m, h, w, neighbours, dy, dx):  # markers in raster order
+        v = flat_e[index]
+        if tb[v] < 0 or tp[v] == BLOCK:  # a block for this level: a read one, else a fresh one
+            if n_free > 0:
+                n_free -= 1
+                b = free[n_free]
+            else:
+                b = fresh
+                fresh += 1
+            link[b] = -1
+            if tb[v] < 0:
+                hb[v], hp[v] = b, 0
+            else:
+                link[tb[v]] = b
+            tb[v], tp[v] = b, 0
+        pool[tb[v], tp[v]] = index
+        tp[v] += 1
+        lowest = min(lowest, v)
     while lowest < 256:
         b = hb[lowest]
         if b < 0 or (b == tb[lowest] and hp[lowest] == tp[lowest]):
