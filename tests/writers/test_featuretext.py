@@ -117,7 +117,7 @@ def test_polygon_texts_equal_geos():
     """Pixel outlines (Polygons with holes, MultiPolygons, negative and large coordinates) as GEOS writes them;
     anything else is left to GEOS (None)."""
     from tests.vector.test_polygons import random_label_map
-    from vimscope.writers.featuretext import polygon_texts
+    from vimscope.writers.geojsontext import polygon_texts
 
     rng = np.random.default_rng(3)
     for seed in range(4):
@@ -143,7 +143,7 @@ def test_polygon_texts_of_real_nuclei_outlines():
     from PIL import Image
 
     from tests.conftest import shared_path
-    from vimscope.writers.featuretext import polygon_texts
+    from vimscope.writers.geojsontext import polygon_texts
 
     labels = np.asarray(Image.open(shared_path("data/labelled/nuclei-gbm40/01_labels.png"))).astype(np.uint32)
     geoms = _traced(labels)

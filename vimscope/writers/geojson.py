@@ -165,7 +165,7 @@ class GeoJSONWriter:
     def add_texts(self, geometries: Sequence, ids: Sequence[str], properties: Sequence[str]) -> None:
         """Append features from their parts: geometries (shapely), ids, and properties as JSON text (e.g. from
         ``featuretext.PropertiesTemplate``); the same bytes as ``add_many`` of the same features."""
-        from vimscope.writers.featuretext import feature_text
+        from vimscope.writers.geojsontext import feature_text
 
         if self.closed:
             raise ValueError("GeoJSONWriter is closed")
@@ -175,7 +175,7 @@ class GeoJSONWriter:
     def _geometry_texts(self, geoms: list) -> list[str]:
         plain = self._transformer is None and not self.rfc7946 and self.precision is None
         if plain and geoms and all(isinstance(g, shapely.Geometry) for g in geoms):
-            from vimscope.writers.featuretext import polygon_texts  # pixel outlines without GEOS's writer
+            from vimscope.writers.geojsontext import polygon_texts  # pixel outlines without GEOS's writer
 
             texts = polygon_texts(geoms)
             return texts if texts is not None else shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
