@@ -84,3 +84,62 @@ def test_mode_downsample_equals_counting():
             np.testing.assert_array_equal(downsample_mode(a), downsample_mode_reference(a))
             ids = a.astype(np.uint32) * 1000
             np.testing.assert_array_equal(downsample_mode(ids), downsample_mode_reference(ids))
+
+
+def _partition_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Do two labellings split the pixels into the same parts (whatever the ids)?"""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_component_fill_equals_scikit_image_label(seed):
+    """``_fill`` (the tracer's components, filled from a pixel) against ``skimage.measure.label``."""
+    from skimage.measure import label
+
+    from vimscope.vector.outlines import _fill
+
+    rng = np.random.default_rng(seed)
+    maps = [random_label_map(seed), rng.integers(0, 3, (37, 53)), (random_label_map(seed + 9) * 1000).astype(np.uint32)]
+    for labels in maps:
+        comp = np.zeros(labels.shape, np.int32)
+        stack = np.empty(labels.size, np.int64)
+        n = 0
+        for r, c in zip(*np.nonzero(comp == 0)):
+            if comp[r, c] == 0:
+                n += 1
+                _fill(labels, comp, r, c, n, stack)
+        assert comp.min() > 0
+        assert _partition_equal(comp, label(labels, background=-1, connectivity=1))
+
+
+@pytest.mark.parametrize("name", ["01", "17", "33"])
+def test_real_nuclei_labels_give_the_reference_polygons(name):
+    """Hand-labelled nuclei (GBM40, 512 x 512, touching and pinched objects) traced as GEOS polygonizes them."""
+    from PIL import Image
+
+    from tests.conftest import shared_path
+
+    path = shared_path(f"data/labelled/nuclei-gbm40/{name}_labels.png")
+    labels = np.asarray(Image.open(path))
+    assert assert_same_faces(labels) > 20
+    assert_same_faces((labels > 0).astype(np.uint8) + (labels % 3 == 1), background=None)  # a class map
+
+
+def test_compiled_reductions_equal_numpy():
+    """The compiled 2x2 mean and mode (``pyramid._mean2``, ``_mode2``) against their numpy statements, odd sizes
+    (the border replicated) and leading axes included."""
+    from vimscope.writers.pyramid import downsample_mean, downsample_mean_plain, downsample_mode_plain
+
+    rng = np.random.default_rng(1)
+    for shape in ((1, 1), (1, 6), (5, 1), (7, 9), (64, 64), (3, 10, 11), (2, 3, 5, 7)):
+        for dtype in (np.uint8, np.uint16, np.int32, np.uint32):
+            a = rng.integers(0, 5 if np.dtype(dtype).itemsize == 4 else np.iinfo(dtype).max, shape).astype(dtype)
+            got = downsample_mode(a)
+            assert got.dtype == a.dtype
+            np.testing.assert_array_equal(got, downsample_mode_plain(a))
+            np.testing.assert_array_equal(got, downsample_mode_reference(a))
+            if dtype in (np.uint8, np.uint16):
+                mean = downsample_mean(a)
+                assert mean.dtype == a.dtype
+                np.testing.assert_array_equal(mean, downsample_mean_plain(a))

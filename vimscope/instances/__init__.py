@@ -1,10 +1,11 @@
-"""Instance segmentation of stitched model maps (layer 1: numpy, scipy, scikit-image; no torch).
+"""Instance segmentation of stitched model maps (layer 1: numpy, scipy, scikit-image, numba; no torch).
 
 ``params``: a model's ``postprocess`` contract (thresholds, sizes, limits in µm², probability). ``maps``: the maps
-the step reads (foreground from the nucleus classes only). ``watershed``: seeds and the marker-controlled flood.
+the step reads (foreground from the nucleus classes only). ``watershed``: seeds and the marker-controlled flood
+(``seeded``: the same for the pipeline's uint8 maps in compiled passes; ``flood``: the bucket-queue flood).
 ``cells``: the same over a slide in overlapping cells, each object owned by the cell that holds its centroid, with
-global ids. ``detect``: one cell's detections with classes, probabilities and outlines. Names are re-exported
-lazily (PEP 562).
+global ids (``measure``: per-label sums and boxes in one pass). ``detect``: one cell's detections with classes,
+probabilities and outlines. Names are re-exported lazily (PEP 562).
 """
 
 from __future__ import annotations

@@ -78,8 +78,7 @@ def run_instances(
             region = np.asarray(writer.read_block("nuclei", window))
             np.copyto(region, painted, where=painted > 0)
             writer.write_block("nuclei", window, region)
-            features = _export(ctx, c, table, counts)
-            gj.add_many(features)
+            _export(ctx, c, table, counts, gj)
         if wait_rows is not None:
             wait_rows(out_shape[0])  # a loop stopped meanwhile: no outputs under their final names
         paths = {"nuclei_geojson": gj.close(), "objects": table.close()}
@@ -94,46 +93,52 @@ def run_instances(
     return {"counts": counts, "paths": paths}
 
 
-def _export(ctx, c, table, counts: dict[str, int]) -> list[dict]:
-    """The QuPath detections of one cell's objects (global ids already given); their table rows go to ``table``
-    and their classes to ``counts``."""
-    from vimscope.writers.geojson import area_measurements, qupath_feature
+def _export(ctx, c, table, counts: dict[str, int], gj) -> None:
+    """The QuPath detections of one cell's objects (global ids already given) into ``gj``, their table rows into
+    ``table`` and their classes into ``counts``; column by column (``writers.featuretext``), the bytes that
+    ``qupath_feature`` and ``GeoJSONWriter.add_many`` write per object."""
+    from vimscope.writers.featuretext import PropertiesTemplate, uuid5_strings
 
     meta, scale, found = ctx.reader.meta, ctx.plan.scale, c.found
     px = meta.mpp  # level-0 µm (map units) per px; polygons are in level-0 px
     unit = "m" if getattr(meta, "georeferenced", False) else "µm"
-    features = []
-    for i, obj_id in enumerate(found.ids.tolist()):
-        spec = ctx.classes[int(c.classes[i])]
-        prob = float(c.probability[i])
-        area0 = int(found.areas[i]) * scale * scale  # level-0 px²
-        # joins the detection, its table row and its label; derived, not random, so a resumed or repeated run
-        # writes byte-identical outputs
-        feature_id = str(uuid.uuid5(OBJECT_NAMESPACE, f"{ctx.stem}/{obj_id}"))
-        features.append(
-            qupath_feature(
-                c.geoms[i],
-                id=feature_id,
-                properties={"label": obj_id},
-                object_type="detection",
-                name=spec.name,
-                color=spec.color,
-                measurements={**area_measurements(area0, px, unit), "Class probability": prob},
-            )
+    ids = found.ids.tolist()
+    area0 = found.areas.astype(np.float64) * scale * scale  # level-0 px², as int * scale * scale per object
+    if px is None:  # ``area_measurements``: the pixel count, else the area in units²
+        area_key, area = "Area px^2", area0
+    else:
+        area_key, area = f"Area {unit}^2", area0 * float(px) ** 2
+    prob = np.asarray(c.probability, np.float64)
+    # joins the detection, its table row and its label; derived, not random, so a resumed or repeated run writes
+    # byte-identical outputs
+    fids = uuid5_strings(OBJECT_NAMESPACE, (f"{ctx.stem}/{i}" for i in ids))
+    classes = np.asarray(c.classes, np.int64)
+    props = np.empty(len(ids), object)
+    present, first = np.unique(classes, return_index=True)
+    for k in present[np.argsort(first)].tolist():  # counts keep the order in which classes first appear
+        spec = ctx.classes[k]
+        at = np.flatnonzero(classes == k)
+        template = PropertiesTemplate(
+            object_type="detection",
+            name=spec.name,
+            color=spec.color,
+            measurements=[area_key, "Class probability"],
+            properties=["label"],
         )
-        table.add(
-            {
-                "id": feature_id,
-                "label": obj_id,
-                "centroid_x": float(found.centroids[i, 0]) * scale,
-                "centroid_y": float(found.centroids[i, 1]) * scale,
-                "area": area0 * px * px if px else float(area0),
-                "class": spec.name,
-                "probability": prob,
-            }
-        )
-        counts[spec.name] = counts.get(spec.name, 0) + 1
-    return features
+        props[at] = template.texts([area[at], prob[at], found.ids[at]])
+        counts[spec.name] = counts.get(spec.name, 0) + len(at)
+    gj.add_texts(c.geoms, fids, props.tolist())
+    table.add_columns(
+        {
+            "id": fids,
+            "label": ids,
+            "centroid_x": (found.centroids[:, 0].astype(np.float64) * scale).tolist(),
+            "centroid_y": (found.centroids[:, 1].astype(np.float64) * scale).tolist(),
+            "area": (area0 * px * px if px else area0).tolist(),
+            "class": [ctx.classes[k].name for k in classes.tolist()],
+            "probability": prob.tolist(),
+        }
+    )
 
 
 def _in_order(pool, fn, items, ahead: int):

@@ -205,13 +205,16 @@ class ChunkIO:
                 _, dropped = self._cache.popitem(last=False)
                 self._cached -= dropped.nbytes
 
-    def _load(self, array: ChunkArray, key: tuple[int, int]) -> np.ndarray:
-        """One chunk as ``ChunkArray.load`` gives it (a private copy), from the cache when it is there."""
+    def _load(self, array: ChunkArray, key: tuple[int, int], copy: bool = True) -> np.ndarray:
+        """One chunk as ``ChunkArray.load`` gives it, from the cache when it is there: a private copy, or with
+        ``copy=False`` the cached block itself, to read only (cached blocks never change)."""
         with self._lock:
             block = self._cache.get((array, key))
             if block is not None:
                 self.cache_hits += 1
-        return block.copy() if block is not None else array.load(key)
+        if block is None:
+            return array.load(key)
+        return block.copy() if copy else block
 
     def _submit(self, array: ChunkArray, key: tuple[int, int], block: np.ndarray) -> None:
         tag = (id(array), key)
@@ -270,7 +273,7 @@ class ChunkIO:
         def fill(key):
             cbox = array.chunk_box(key)
             part = cbox.intersect(box)
-            chunk = self._load(array, key)
+            chunk = self._load(array, key, copy=False)
             out[..., part.y - box.y : part.y1 - box.y, part.x - box.x : part.x1 - box.x] = chunk[
                 ..., part.y - cbox.y : part.y1 - cbox.y, part.x - cbox.x : part.x1 - cbox.x
             ]

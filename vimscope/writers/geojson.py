@@ -149,25 +149,51 @@ class GeoJSONWriter:
         """Append features in order; shapely geometries are turned into JSON together (one call)."""
         if self.closed:
             raise ValueError("GeoJSONWriter is closed")
-        geoms = [f["geometry"] for f in features]
-        plain = self._transformer is None and not self.rfc7946 and self.precision is None
-        if plain and geoms and all(isinstance(g, shapely.Geometry) for g in geoms):
-            texts = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
-        else:
-            texts = [self._geometry_json(g) for g in geoms]
+        texts = self._geometry_texts([f["geometry"] for f in features])
         for feature, geometry in zip(features, texts):
             rest = {k: v for k, v in feature.items() if k not in ("type", "id", "geometry")}
             fid = feature.get("id") or str(uuid.uuid4())
             text = (
-                ("\n," if self.count else "")
-                + '{"type":"Feature","id":'
+                '{"type":"Feature","id":'
                 + json.dumps(str(fid))
                 + ',"geometry":'
                 + geometry
                 + ("," + json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:] if rest else "}")
             )
-            with output_errors(self.path, self._partial):
-                self._file.write(text.encode("utf-8"))
+            self._write([text])
+
+    def add_texts(self, geometries: Sequence, ids: Sequence[str], properties: Sequence[str]) -> None:
+        """Append features from their parts: geometries (shapely), ids, and properties as JSON text (e.g. from
+        ``featuretext.PropertiesTemplate``); the same bytes as ``add_many`` of the same features."""
+        from vimscope.writers.geojsontext import feature_text
+
+        if self.closed:
+            raise ValueError("GeoJSONWriter is closed")
+        texts = self._geometry_texts(list(geometries))
+        self._write([feature_text(f, g, p) for f, g, p in zip(ids, texts, properties)])
+
+    def _geometry_texts(self, geoms: list) -> list[str]:
+        plain = self._transformer is None and not self.rfc7946 and self.precision is None
+        if plain and geoms and all(isinstance(g, shapely.Geometry) for g in geoms):
+            from vimscope.writers.geojsontext import polygon_texts  # pixel outlines without GEOS's writer
+
+            texts = polygon_texts(geoms)
+            return texts if texts is not None else shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+        return [self._geometry_json(g) for g in geoms]
+
+    def _write(self, texts: list[str]) -> None:
+        """Write whole features (comma-separated after the first); past the threshold the file turns to gzip. An
+        uncompressed batch that stays below it goes in one write."""
+        if not texts:
+            return
+        with output_errors(self.path, self._partial):
+            if not self._gz and (self.gzip is not None or self.count + len(texts) <= self.gzip_threshold):
+                joined = ("\n," if self.count else "") + "\n,".join(texts)
+                self._file.write(joined.encode("utf-8"))
+                self.count += len(texts)
+                return
+            for text in texts:
+                self._file.write((("\n," if self.count else "") + text).encode("utf-8"))
                 self.count += 1
                 if self.gzip is None and not self._gz and self.count > self.gzip_threshold:
                     self._switch_to_gzip()

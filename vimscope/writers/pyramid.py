@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import numba
 import numpy as np
 
 from vimscope.types import Box
@@ -40,7 +41,15 @@ def _pad_even(a: np.ndarray) -> np.ndarray:
 
 
 def downsample_mean(a: np.ndarray) -> np.ndarray:
-    """2x2 mean over the two trailing axes; integers are rounded half up, floats keep their dtype."""
+    """2x2 mean over the two trailing axes; integers are rounded half up, floats keep their dtype. uint8 and
+    uint16 in one compiled pass (``_mean2``), the same values as ``downsample_mean_plain``."""
+    if a.dtype in (np.uint8, np.uint16) and a.ndim >= 2 and a.size:
+        return _reduced(_mean2, a)
+    return downsample_mean_plain(a)
+
+
+def downsample_mean_plain(a: np.ndarray) -> np.ndarray:
+    """``downsample_mean`` with numpy: strided quarters summed in a wider type."""
     a = _pad_even(a)
     q = [a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]]
     if np.issubdtype(a.dtype, np.integer):
@@ -55,11 +64,59 @@ def downsample_mean(a: np.ndarray) -> np.ndarray:
     return (s * 0.25).astype(a.dtype)
 
 
+def _reduced(kernel, a: np.ndarray) -> np.ndarray:
+    """``kernel`` over every (h, w) plane of ``a`` (..., h, w): the (..., ceil(h/2), ceil(w/2)) result, the
+    image border replicated where a size is odd (as ``_pad_even``)."""
+    h, w = a.shape[-2:]
+    planes = np.ascontiguousarray(a).reshape(-1, h, w)
+    out = np.empty((planes.shape[0], (h + 1) // 2, (w + 1) // 2), a.dtype)
+    kernel(planes, out)
+    return out.reshape(*a.shape[:-2], *out.shape[-2:])
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean2(planes, out):  # pragma: no cover - compiled
+    n, h, w = planes.shape
+    for p in range(n):
+        for i in range(out.shape[1]):
+            r0, r1 = 2 * i, min(2 * i + 1, h - 1)
+            for j in range(out.shape[2]):
+                c0, c1 = 2 * j, min(2 * j + 1, w - 1)
+                s = np.uint32(planes[p, r0, c0]) + planes[p, r0, c1] + planes[p, r1, c0] + planes[p, r1, c1]
+                out[p, i, j] = (s + 2) // 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _mode2(planes, out):  # pragma: no cover - compiled
+    n, h, w = planes.shape
+    for p in range(n):
+        for i in range(out.shape[1]):
+            r0, r1 = 2 * i, min(2 * i + 1, h - 1)
+            for j in range(out.shape[2]):
+                c0, c1 = 2 * j, min(2 * j + 1, w - 1)
+                tl, tr, bl, br = planes[p, r0, c0], planes[p, r0, c1], planes[p, r1, c0], planes[p, r1, c1]
+                if tl == tr or tl == bl or tl == br:
+                    out[p, i, j] = tl
+                elif tr == bl or tr == br:
+                    out[p, i, j] = tr
+                elif bl == br:
+                    out[p, i, j] = bl
+                else:
+                    out[p, i, j] = tl
+
+
 def downsample_mode(a: np.ndarray) -> np.ndarray:
     """2x2 majority over the two trailing axes for label maps; ties go to the earliest of (tl, tr, bl, br).
 
     Of four values (a, b, c, d) that is: a if it occurs twice or more; else b if it does; else c if c == d; else
-    a (all differ). Comparisons and selections only, no stacked copies (``downsample_mode_reference`` counts)."""
+    a (all differ). Integer maps in one compiled pass (``_mode2``); ``downsample_mode_reference`` counts."""
+    if a.dtype.kind in "iu" and a.ndim >= 2 and a.size:
+        return _reduced(_mode2, a)
+    return downsample_mode_plain(a)
+
+
+def downsample_mode_plain(a: np.ndarray) -> np.ndarray:
+    """``downsample_mode`` with comparisons and selections of numpy, no stacked copies."""
     a = _pad_even(a)
     tl, tr, bl, br = a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]
     out = np.where(bl == br, bl, tl)
