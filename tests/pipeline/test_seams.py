@@ -88,6 +88,9 @@ class LocalConvModel(torch.nn.Module):
         return {"logits": self.net(x)}
 
 
+ROUNDING = 3e-4  # mean |error| (levels of 255) that float rounding alone may leave (measured: 9e-5)
+
+
 def border_and_centre_error(got: np.ndarray, ref: np.ndarray, core: int, edge: int) -> tuple[float, float]:
     """Mean |got - ref| within 3 px of a tile-core edge and in core centres, away from the image border."""
     h, w = ref.shape
@@ -107,14 +110,16 @@ def test_local_model_has_no_seams_when_the_halo_covers_its_receptive_field(mode,
     cfg = config(stitch=mode, outputs=["probabilities"])
     got = read_store(run(mini_slide, cfg, out=tmp_path / "h16", model=model).paths["zarr"])["probabilities"][0]
     border, centre = border_and_centre_error(got, ref, core=96, edge=16)
-    assert border <= centre  # no seams: both are zero here
-    assert border == centre == 0.0
+    # no seams: the tiles agree with the whole-image run up to float rounding (the CPU's convolution kernels are
+    # chosen by input size and may round differently: one level of 255 in a few pixels, wherever they fall)
+    assert np.abs(got.astype(int) - ref.astype(int))[16:-16, 16:-16].max() <= 1  # away from the image border
+    assert border <= ROUNDING and centre <= ROUNDING
     # a halo smaller than the rule asks for leaves seams: the check above can fail
     thin = 8 if mode == "crop" else 10  # crop: 4 < 6; blending: margin 5 < 6
     cfg = config(stitch=mode, outputs=["probabilities"], halo=thin // 2 if mode == "crop" else thin)
     got = read_store(run(mini_slide, cfg, out=tmp_path / "thin", model=model).paths["zarr"])["probabilities"][0]
     border, centre = border_and_centre_error(got, ref, core=128 - 2 * cfg.halo, edge=16)
-    assert border > centre
+    assert border > max(centre, ROUNDING)
 
 
 @pytest.mark.gpu
