@@ -12,7 +12,7 @@ source benchmarks/device/env.sh
 CONFIGS=${CONFIGS:-nuclei_vim_tiny nuclei_unet}
 MAX=${MAX:-8.5}
 # the weights to bring back (a call returns at most 64 MiB: four 15 MiB files and the logs do not fit one call)
-FETCH=${FETCH:-$CONFIGS}
+FETCH=${FETCH-$CONFIGS}  # empty: none
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 RUNS=runs/device; mkdir -p "$RUNS"
 for cfg in $CONFIGS; do

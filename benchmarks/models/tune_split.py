@@ -14,29 +14,28 @@ import datetime as dt
 import itertools
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common.runinfo import git_commit, write_result
-from vimscope.instances.touching import SplitParams
 from vimscope.models import TestTimeAugmented
 from vimscope.models.registry import create_model
 from vimscope.train.datasets.base import LoadContext, load_sources
-from vimscope.train.evaluate import _resize_nearest, evaluation_data, predict_with_pipeline, region_objects
+from vimscope.train.evaluate import _score, evaluation_data, predict_with_pipeline
 from vimscope.train.metrics import MetricAccumulator
 
 GRID = {"h": (0.2, 0.3, 0.5), "min_distance": (0.6, 1.0), "min_area": (4.0, 9.0)}
 
 
-def score(preds: list, spec, split: SplitParams | None) -> dict:
-    """Per-image mean metrics of the cached predictions with one split setting (None: plain 4-connected regions)."""
+def score(preds: list, spec, split: dict | None) -> dict:
+    """Per-image mean metrics of the cached predictions with one ``postprocess.split`` setting (None: plain
+    4-connected regions), scored as ``vimscope eval`` scores them (``evaluate._score``)."""
+    post = {k: v for k, v in (spec.postprocess or {}).items() if k != "split"}
+    setting = replace(spec, postprocess={**post, "split": split} if split else post)
     names = [c.name for c in spec.classes]
     acc = MetricAccumulator(len(names), names)
     for im, classes in preds:
-        gt_classes = _resize_nearest(im.classes, classes.shape)
-        gt_inst = _resize_nearest(im.instances, classes.shape) if im.instances is not None else None
-        in_px = split.in_pixels(spec.mpp or 1.0) if split else None
-        pred_inst, gt_inst = region_objects(classes, gt_classes, gt_inst, in_px)
-        acc.add(im.name, classes, gt_classes, pred_inst, gt_inst)
+        _score(acc, im, {"classes": classes}, setting)
     summary = acc.summary()
     return {k: round(summary[k], 4) for k in ("mean_iou", "object_f1", "precision", "recall", "aji", "pq")}
 
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"split": None, **score(preds, model.spec, None)}]
     for h, dist, area in itertools.product(*GRID.values()):
         setting = {"h": h, "min_distance": dist, "min_area": area}
-        rows.append({"split": setting, **score(preds, model.spec, SplitParams.from_dict(setting))})
+        rows.append({"split": setting, **score(preds, model.spec, setting)})
     for row in rows:
         print(json.dumps(row))
     if args.json:
