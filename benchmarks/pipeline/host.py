@@ -115,10 +115,10 @@ def profile_table(stats: pstats.Stats, sort: str, top: int) -> list[dict]:
     return [{**r, "tottime": round(r["tottime"], 3), "cumtime": round(r["cumtime"], 3)} for r in rows[:top]]
 
 
-def run_once(slide: Path, out: Path, batch_size: int, profile: bool):
+def run_once(slide: Path, out: Path, batch_size: int, profile: bool, stripe_width: int | None = None):
     from vimscope.pipeline import PipelineConfig, run
 
-    cfg = PipelineConfig.load(device="cpu", batch_size=batch_size, overwrite=True)
+    cfg = PipelineConfig.load(device="cpu", batch_size=batch_size, overwrite=True, stripe_width=stripe_width)
     model = FakeNuclei()
     prof = ThreadProfiles() if profile else None
     t0, c0 = time.perf_counter(), time.process_time()
@@ -134,6 +134,8 @@ def run_once(slide: Path, out: Path, batch_size: int, profile: bool):
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=int, default=4096, help="slide side in px at 0.25 µm/px (default 4096)")
+    p.add_argument("--width", type=int, default=None, help="the mosaic's width, when not --size (a wide slide)")
+    p.add_argument("--stripe-width", type=int, default=None, help="the pipeline's stripe width (default its own)")
     p.add_argument("--mosaic", action="store_true", help="the real-pixel slide of mosaic_slide instead of drawn blobs")
     p.add_argument("--cells", type=Path, default=DATA, help="its crops (default ../shared/data/labelled, or a pack)")
     p.add_argument("--batch-size", type=int, default=16, help="tiles per fake forward pass")
@@ -154,7 +156,7 @@ def run_all(args, slide: Path) -> tuple[list[dict], ThreadProfiles | None]:
     for i in range(args.repeat):
         with followers_after_loop(args.after_loop):  # no jobs beside the loop: finish runs them
             result, wall, cpu, prof_i = run_once(
-                slide, args.workdir / "out", args.batch_size, not args.no_profile and i == 0
+                slide, args.workdir / "out", args.batch_size, not args.no_profile and i == 0, args.stripe_width
             )
         prof = prof or prof_i
         s = result.summary
@@ -191,7 +193,12 @@ def summarise(args, slide: Path, runs: list[dict]) -> dict:
         "cpus": os.cpu_count(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "args": {k: str(v) for k, v in vars(args).items()},
-        "slide": {"size": args.size, "megapixels": runs[0]["mpx"], "kind": "mosaic" if args.mosaic else "drawn"},
+        "slide": {
+            "size": args.size,
+            "width": args.width or args.size,
+            "megapixels": runs[0]["mpx"],
+            "kind": "mosaic" if args.mosaic else "drawn",
+        },
         "objects": runs[0]["objects"],
         "timings_s_median": median,
         "wall_s_median": round(wall, 2),
@@ -205,7 +212,7 @@ def main() -> int:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mosaic:  # real H&E crops (benchmarks.pipeline.mosaic_slide): real nucleus shapes and densities
-        slide = mosaic_in(args.workdir, args.size, args.size, args.cells)
+        slide = mosaic_in(args.workdir, args.width or args.size, args.size, args.cells)
     else:
         slide = args.workdir / f"host-{args.size}.tif"
         if not slide.exists():

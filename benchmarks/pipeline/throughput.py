@@ -150,8 +150,11 @@ def windows_one_by_one(on: bool):
         JpegTileLoader.gather_rows = before
 
 
-def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool, model=None) -> dict:
-    """One run of the real pipeline; stops after the last tile (or at ``cap`` s of tiles) unless ``finish``."""
+def end_to_end(
+    slide: Path, config: dict, out: Path, cap: float, *, finish: bool, model=None, progress_s: float = 0.0
+) -> dict:
+    """One run of the real pipeline; stops after the last tile (or at ``cap`` s of tiles) unless ``finish``; with
+    ``progress_s``, prints the latest event that often (where a run stopped by a time limit got to)."""
     from vimscope.pipeline import iter_run
 
     shutil.rmtree(out, ignore_errors=True)
@@ -165,8 +168,12 @@ def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool
     with GpuSampler() as sampler, ThreadCpu() as threads:
         gen = iter_run(slide, config, out=out, model=model)
         with contextlib.closing(gen):
+            printed = time.perf_counter()
             for ev in gen:
                 now = time.perf_counter()
+                if progress_s and now - printed >= progress_s:
+                    printed = now
+                    print(f"  {now - t_call:7.1f} s  {ev.stage} {ev.done}/{ev.total}", flush=True)
                 if ev.stage == "plan":
                     t_plan, w_plan, plan = now, time.time(), ev.outputs["plan"]
                     result["decode"] = ev.outputs.get("decode")
@@ -185,6 +192,7 @@ def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool
                         s = res.summary
                         result["decode"] = s.get("decode", result.get("decode"))
                         result["timings_s"] = s.get("timings_s")
+                        result["objects"] = s.get("objects")
                         result["run_mpx_s"] = mpx(s["megapixels"] * 1e6, now - t_call)
     result["peak_rss_mb"] = peak_rss_mb()
     if plan is None or t_tile is None:
@@ -193,6 +201,7 @@ def end_to_end(slide: Path, config: dict, out: Path, cap: float, *, finish: bool
     seconds = t_tile - t_plan
     result.update(
         tiles=done,
+        core_mpx=round(core_area(plan, range(len(plan.tiles))) / 1e6, 2),
         tiles_s=round(seconds, 2),
         mpx_s=mpx(core_area(plan, order), seconds),
         setup_s=round(t_plan - t_call, 2),

@@ -193,3 +193,22 @@ def test_instances_stay_in_the_foreground_and_the_region(small_slide, tmp_path):
     assert len(geoms) == len(np.unique(labels[labels > 0])) >= 10
     assert shapely.intersects(geoms, shapely.LineString([(150, 0), (400, 700)])).any()  # objects on the slant
     assert shapely.covered_by(geoms, region.buffer(1e-6)).all() and shapely.is_valid(geoms).all()
+
+
+def test_cells_labelled_in_several_threads_write_what_one_thread_writes(small_slide, tmp_path, monkeypatch):
+    """Cells are labelled and rendered in a pool on a large host (``cell_threads``), painted and written in id
+    order: the bytes of every output are those of one thread."""
+    from tests.pipeline.helpers import store_digest
+    from vimscope.pipeline import instances
+
+    cfg = PipelineConfig.load(device="cpu", tissue=False, chunk=64, band_height=192, outputs=["classes", "summary"])
+    runs = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(instances, "cell_threads", lambda threads=threads: threads)
+        runs[threads] = run(small_slide, cfg, out=tmp_path / str(threads), model=BlobModel())
+    one, three = runs[1], runs[3]
+    assert one.summary["objects"]["Nucleus"] >= 15
+    assert one.summary["objects"] == three.summary["objects"]
+    for key in ("nuclei_geojson", "objects"):
+        assert one.paths[key].read_bytes() == three.paths[key].read_bytes()
+    assert store_digest(one.paths["zarr"]) == store_digest(three.paths["zarr"])

@@ -78,23 +78,24 @@ def flat_slide(path: Path, height: int, width: int, tile: int = 512) -> Path:
     return path
 
 
-def measure(slide: Path, out: Path, region=None) -> dict:
-    args = [sys.executable, "-c", CHILD, str(slide), str(out), json.dumps(SETTINGS), json.dumps(region)]
+def measure(slide: Path, out: Path, region=None, **settings) -> dict:
+    args = [sys.executable, "-c", CHILD, str(slide), str(out), json.dumps(SETTINGS | settings), json.dumps(region)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-def test_peak_memory_does_not_grow_with_the_slide(slide_cache, tmp_path):
+@pytest.mark.parametrize("stripe_width", [16 * 1024, 128 * 1024], ids=["stripes", "one-stripe"])
+def test_peak_memory_does_not_grow_with_the_slide(slide_cache, tmp_path, stripe_width):
     square = flat_slide(slide_cache / "flat-4k-4k.tif", SIZE, SIZE)
     long = flat_slide(slide_cache / "flat-4k-128k.tif", SIZE, LONG)
-    small = measure(square, tmp_path / "square")
-    # eight regions of 3 x 1 tiles (core 992), each across a stripe border (stripes are 16 cores wide): as many
-    # tiles as the square run, spread over the whole 128k width
+    small = measure(square, tmp_path / "square", stripe_width=stripe_width)
+    # eight regions of 3 x 1 tiles (core 992), each across a border of 16 cores (a stripe's with 16k stripes): as
+    # many tiles as the square run, spread over the whole 128k width (with one stripe: bands of the whole width)
     core = 1024 - 2 * 16
     region = [Box((16 * (s + 1) - 1) * core, (s % 4) * core, 3 * core, core).to_list() for s in range(8)]
-    large = measure(long, tmp_path / "long", region)
+    large = measure(long, tmp_path / "long", region, stripe_width=stripe_width)
 
     assert small["summary"]["out_shape"] == [SIZE, SIZE]
     assert large["summary"]["out_shape"] == [SIZE, LONG]

@@ -52,7 +52,7 @@ class PipelineConfig:
     tissue_mpp: float | None = None
     pad: str | None = None
     pad_value: int = 255
-    stripe_width: int = 16384
+    stripe_width: int = 131072
     band_height: int | None = None
     chunk: int = 512
     image_codec: str = "blosc"

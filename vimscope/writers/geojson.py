@@ -165,12 +165,21 @@ class GeoJSONWriter:
     def add_texts(self, geometries: Sequence, ids: Sequence[str], properties: Sequence[str]) -> None:
         """Append features from their parts: geometries (shapely), ids, and properties as JSON text (e.g. from
         ``featuretext.PropertiesTemplate``); the same bytes as ``add_many`` of the same features."""
+        self.add_feature_texts(self.feature_texts(geometries, ids, properties))
+
+    def feature_texts(self, geometries: Sequence, ids: Sequence[str], properties: Sequence[str]) -> list[str]:
+        """The features ``add_texts`` writes, as text, without writing them: any thread may build them while
+        another writes, in order, with ``add_feature_texts``."""
         from vimscope.writers.geojsontext import feature_text
 
+        texts = self._geometry_texts(list(geometries))
+        return [feature_text(f, g, p) for f, g, p in zip(ids, texts, properties)]
+
+    def add_feature_texts(self, texts: list[str]) -> None:
+        """Append features built by ``feature_texts``."""
         if self.closed:
             raise ValueError("GeoJSONWriter is closed")
-        texts = self._geometry_texts(list(geometries))
-        self._write([feature_text(f, g, p) for f, g, p in zip(ids, texts, properties)])
+        self._write(texts)
 
     def _geometry_texts(self, geoms: list) -> list[str]:
         plain = self._transformer is None and not self.rfc7946 and self.precision is None
