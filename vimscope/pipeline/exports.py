@@ -72,7 +72,8 @@ def instances(run: Run, wait_rows=None) -> dict:
         paths={"zarr": p.paths.staging / p.paths.zarr.name},
     )
     p.paths.staging.mkdir(parents=True, exist_ok=True)
-    return run_instances(ctx, cell_height=4 * run.writer.chunk, wait_rows=wait_rows)
+    chunk = run.writer.chunk
+    return run_instances(ctx, cell_height=4 * chunk, cell_width=32 * chunk, wait_rows=wait_rows)
 
 
 def class_regions(run: Run, wait_rows=None) -> dict[str, Path]:

@@ -31,9 +31,14 @@ def cell_threads() -> int:
 
 
 def run_instances(
-    ctx, cell_height: int, wait_rows: Callable[[int], None] | None = None, threads: int | None = None
+    ctx,
+    cell_height: int,
+    wait_rows: Callable[[int], None] | None = None,
+    threads: int | None = None,
+    cell_width: int | None = None,
 ) -> dict:
-    """Label, paint and export instances, cell after cell; returns object counts per class and the outputs' paths.
+    """Label, paint and export instances, cell after cell (``cell_height`` x ``cell_width`` output px, row-major);
+    returns object counts per class and the outputs' paths.
 
     ``wait_rows(y)`` blocks until output rows [0, y) are final (the tile loop's bands are on disk): with it this
     runs beside the tile loop (``pipeline.follow``), a cell as soon as its window is done. Per cell, in up to
@@ -44,7 +49,7 @@ def run_instances(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from vimscope.instances import InstanceParams, grow_box, row_bands
+    from vimscope.instances import InstanceParams, grid_cells, grow_box
     from vimscope.pipeline.labelrows import LabelRows
     from vimscope.vector import outline_clip
     from vimscope.writers.geojson import GeoJSONWriter
@@ -55,7 +60,9 @@ def run_instances(
     out_shape = tuple(plan.out_shape)
     out = ctx.paths["zarr"].parent
     counts: dict[str, int] = {}
-    cells = list(enumerate(row_bands(out_shape, cell_height)))
+    # row-major cells at most ``cell_width`` wide (the whole width when None): a window's memory stays bounded on
+    # wide slides and a band's cells label in parallel
+    cells = list(enumerate(grid_cells(out_shape, (cell_height, cell_width or out_shape[1]))))
     threads = threads or cell_threads()
     clip = outline_clip(meta.dimensions, ctx.roi)
     mpp_um = None if getattr(meta, "georeferenced", False) else ctx.mpp_out  # the model's limits are in µm²
