@@ -371,3 +371,28 @@ def test_labels_writer_on_its_own(tmp_path, monkeypatch):
     attrs = zarr.open_group(str(ids), mode="r")["labels/cells"].attrs
     assert "colors" not in attrs["image-label"]
     np.testing.assert_array_equal(zarr.open_array(str(ids / "labels/cells/0"))[...], nuc)
+
+
+def test_scratch_probabilities_keep_one_level_in_the_fast_codec_and_read_back(tmp_path):
+    """A nuclei run's probabilities that are not an output: read back by the instance step, then discarded, so no
+    pyramid is built for them and they are coded with the cheapest lossless codec; published ones keep both."""
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    stores = {}
+    for scratch in (False, True):
+        w = OmeZarrWriter(
+            tmp_path / f"{scratch}.ome.zarr", out_shape=(100, 120), scale_um=1.0, classes=CLASSES, chunk=64,
+            probabilities=3, scratch_probabilities=scratch, pyramid="incremental",
+        )  # fmt: skip
+        w.write_block("probabilities", Box(0, 0, 120, 100), block)
+        w.flush()
+        np.testing.assert_array_equal(w.read_block("probabilities", Box(0, 0, 120, 100)), np.moveaxis(block, -1, 0))
+        stores[scratch] = w
+    assert stores[False].level_count("probabilities") == stores[False].level_count("classes") > 1
+    assert stores[True].level_count("probabilities") == 1
+    assert stores[True]._groups["probabilities"].compressor.get_config()["cname"] == "lz4"
+    assert stores[False]._groups["probabilities"].compressor.get_config()["cname"] == "zstd"
+    stats = stores[True].finalize()
+    stores[True].discard("probabilities", stats=stats)
+    path = stores[True].commit()
+    assert not (path / "probabilities").exists() and (path / "labels" / "classes").exists()

@@ -103,6 +103,7 @@ def _writer(path: Path, layout: StoreLayout, *, metadata: dict, resume: bool, im
         image_channels=layout.image_channels or 3,
         probabilities=len(probability_names) if layout.probabilities else None,
         probability_names=probability_names if layout.probabilities else None,
+        scratch_probabilities=bool(layout.probabilities) and not layout.publish_probabilities,
         features=layout.features,
         feature_stride=layout.feature_stride,
         instances=layout.instances,

@@ -34,6 +34,14 @@ def label_codec():
     return numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
+def scratch_codec():
+    """Lossless codec of maps that a later step of the run reads back and then deletes (a nuclei model's
+    probabilities when they are not an output): Blosc-LZ4 level 1, no shuffle, the cheapest to code and decode."""
+    import numcodecs
+
+    return numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.NOSHUFFLE)
+
+
 def image_codec(name: str = "blosc", quality: int = 90):
     """The image copy's codec: Blosc-LZ4 (``"blosc"``, lossless, every reader) or JPEG (``"jpeg"``, see the module
     text for the readers that fail)."""

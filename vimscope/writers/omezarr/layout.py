@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vimscope.writers.omezarr import ngff
-from vimscope.writers.omezarr.codecs import image_codec, label_codec
+from vimscope.writers.omezarr.codecs import image_codec, label_codec, scratch_codec
 from vimscope.writers.pyramid import default_levels, level_shapes
 
 FORMAT_VERSION = 2  # 2: the image copy is Blosc-coded unless JPEG is asked for
@@ -58,6 +58,7 @@ def plan_families(
     image_channels: int | None,
     probabilities: int | None,
     features: int | None,
+    scratch_probabilities: bool = False,
     feature_stride: int,
     instances: bool,
     codec: str,
@@ -75,9 +76,10 @@ def plan_families(
     for name, dtype, wanted in (("classes", "uint8", True), ("nuclei", "uint32", instances)):
         if wanted:
             families[name] = ArrayFamily(name, label_root + name, dtype, None, 1, chunk, shapes, True, lossless)
-    if probabilities:
+    if probabilities:  # scratch: read back by the instance step, then dropped: no pyramid, the fastest codec
+        pshapes, pcodec = (shapes[:1], scratch_codec()) if scratch_probabilities else (shapes, lossless)
         families["probabilities"] = ArrayFamily(
-            "probabilities", "probabilities", "uint8", int(probabilities), 1, chunk, shapes, False, lossless
+            "probabilities", "probabilities", "uint8", int(probabilities), 1, chunk, pshapes, False, pcodec
         )
     if features:
         grid = (math.ceil(out_shape[0] / feature_stride), math.ceil(out_shape[1] / feature_stride))

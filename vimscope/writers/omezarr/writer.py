@@ -45,6 +45,7 @@ class OmeZarrWriter:
         image_channels: int = 3,
         probabilities: int | None = None,
         probability_names: list[str] | None = None,
+        scratch_probabilities: bool = False,
         features: int | None = None,
         feature_stride: int = 16,
         instances: bool = False,
@@ -59,7 +60,8 @@ class OmeZarrWriter:
         io_threads: int | None = None,
     ) -> None:
         """``image_codec``: ``"blosc"`` (every NGFF reader) or ``"jpeg"`` (smaller; see ``codecs`` for the readers
-        that fail on it)."""
+        that fail on it). ``scratch_probabilities``: the probabilities are read back by a later step and then
+        ``discard``-ed: level 0 only, coded by the fastest lossless codec (``codecs.scratch_codec``)."""
         if pyramid not in ("post", "incremental"):
             raise ValueError(f"pyramid must be 'post' or 'incremental', not {pyramid!r}")
         if image_codec not in IMAGE_CODECS:
@@ -91,6 +93,7 @@ class OmeZarrWriter:
             image=image,
             image_channels=image_channels,
             probabilities=probabilities,
+            scratch_probabilities=scratch_probabilities,
             features=features,
             feature_stride=feature_stride,
             instances=instances,
