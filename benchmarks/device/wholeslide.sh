@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: issue 20's measure, the whole run of the 80,000 x 60,000 px real-pixel mosaic with the default
+# One device call: the whole run of the 80,000 x 60,000 px real-pixel mosaic with the default
 # model, call to done, beside the model alone (benchmarks/pipeline/wholeslide.py). Carry .whl (cp312 wheels of
 # zarr, numcodecs, donfig, crc32c, imagecodecs (JPEG/WebP/zlib/zstd/deflate modules are enough), shapely, tifffile,
 # roifile, typing_extensions) and .carry/cells.zip (python -m benchmarks.pipeline.mosaic_slide --pack --out

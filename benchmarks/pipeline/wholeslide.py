@@ -1,4 +1,4 @@
-"""The whole run of a realistic slide, call to done: issue 20's measure.
+"""The whole run of a realistic slide, call to done, beside the model alone: the pipeline's end-to-end measure.
 
 The real-pixel mosaic (``mosaic_slide``: 80,000 x 60,000 px at 0.25 µm/px, about half tissue, hundreds of
 thousands of nuclei) goes through ``vimscope.pipeline.iter_run`` with the default model and the default outputs

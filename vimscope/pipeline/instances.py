@@ -59,7 +59,6 @@ def run_instances(
     params = InstanceParams.from_dict(ctx.spec.postprocess)
     out_shape = tuple(plan.out_shape)
     out = ctx.paths["zarr"].parent
-    counts: dict[str, int] = {}
     # row-major cells at most ``cell_width`` wide (the whole width when None): a window's memory stays bounded on
     # wide slides and a band's cells label in parallel
     cells = list(enumerate(grid_cells(out_shape, (cell_height, cell_width or out_shape[1]))))
@@ -74,23 +73,15 @@ def run_instances(
             wait_rows(window.y1)
         return _detect(ctx, params, index, cell, window, mpp_um, clip)
 
-    gj = GeoJSONWriter(out / f"{ctx.stem}.nuclei.geojson", overwrite=True)
-    table = ObjectTableWriter(out / ctx.stem, overwrite=True)
+    exports = _Exports(
+        GeoJSONWriter(out / f"{ctx.stem}.nuclei.geojson", overwrite=True),
+        ObjectTableWriter(out / ctx.stem, overwrite=True),
+    )
     labels = LabelRows(writer, "nuclei", out_shape, writer.chunk)
     # a window's rows above the next window's top are final once it is painted
     tops = [grow_box(cell, params.max_size, out_shape).y for _, cell in cells[1:]] + [out_shape[0]]
     next_id = 1
     pool = ThreadPoolExecutor(threads, thread_name_prefix="vimscope-cells") if threads > 1 else None
-    rendered: deque = deque()  # (future or result) of the cells whose ids are given, in order
-
-    def write_rendered(keep: int) -> None:
-        while len(rendered) > keep or (rendered and _done(rendered[0])):
-            texts, columns, cell_counts = _result(rendered.popleft())
-            gj.add_feature_texts(texts)
-            table.add_columns(columns)
-            for name, n in cell_counts.items():
-                counts[name] = counts.get(name, 0) + n
-
     try:
         for (index, _), c in zip(cells, _in_order(pool, compute, cells, ahead=threads)):
             found = c.found
@@ -98,22 +89,48 @@ def run_instances(
                 found.ids += next_id - 1  # counted from 1 in the cell: now global, in cell order
                 next_id += len(found)
                 labels.paint(found.window, found.labels, found.id_table())
-                rendered.append(pool.submit(_render, ctx, c, gj) if pool is not None else _render(ctx, c, gj))
+                gj = exports.gj
+                exports.pending.append(pool.submit(_render, ctx, c, gj) if pool is not None else _render(ctx, c, gj))
             labels.release(tops[index])
-            write_rendered(keep=threads)
+            exports.write(keep=threads)
         if wait_rows is not None:
             wait_rows(out_shape[0])  # a loop stopped meanwhile: no outputs under their final names
-        write_rendered(keep=0)
-        paths = {"nuclei_geojson": gj.close(), "objects": table.close()}
+        paths = exports.close()
     except BaseException:
-        gj.abort()
-        table.abort()
+        exports.abort()
         if pool is not None:
             pool.shutdown(cancel_futures=True, wait=False)  # workers only read: let any that run finish alone
         raise
     if pool is not None:
         pool.shutdown()
-    return {"counts": counts, "paths": paths}
+    return {"counts": exports.counts, "paths": paths}
+
+
+class _Exports:
+    """The detections (GeoJSON) and the objects table, written in id order as the cells' renders (futures, or
+    results rendered in place) finish; object counts per class in the order classes first appear."""
+
+    def __init__(self, gj, table) -> None:
+        self.gj, self.table = gj, table
+        self.counts: dict[str, int] = {}
+        self.pending: deque = deque()
+
+    def write(self, keep: int) -> None:
+        """Write the finished renders at the head of the queue, waiting while more than ``keep`` are queued."""
+        while len(self.pending) > keep or (self.pending and _done(self.pending[0])):
+            texts, columns, counts = _result(self.pending.popleft())
+            self.gj.add_feature_texts(texts)
+            self.table.add_columns(columns)
+            for name, n in counts.items():
+                self.counts[name] = self.counts.get(name, 0) + n
+
+    def close(self) -> dict:
+        self.write(keep=0)
+        return {"nuclei_geojson": self.gj.close(), "objects": self.table.close()}
+
+    def abort(self) -> None:
+        self.gj.abort()
+        self.table.abort()
 
 
 def _done(item) -> bool:
