@@ -66,9 +66,11 @@ def run_instances(
     clip = outline_clip(meta.dimensions, ctx.roi)
     mpp_um = None if getattr(meta, "georeferenced", False) else ctx.mpp_out  # the model's limits are in µm²
 
+    windows = [grow_box(cell, params.max_size, out_shape) for _, cell in cells]
+
     def compute(index_cell):
         index, cell = index_cell
-        window = grow_box(cell, params.max_size, out_shape)
+        window = windows[index]
         if wait_rows is not None:
             wait_rows(window.y1)
         return _detect(ctx, params, index, cell, window, mpp_um, clip)
@@ -79,7 +81,7 @@ def run_instances(
     )
     labels = LabelRows(writer, "nuclei", out_shape, writer.chunk)
     # a window's rows above the next window's top are final once it is painted
-    tops = [grow_box(cell, params.max_size, out_shape).y for _, cell in cells[1:]] + [out_shape[0]]
+    tops = [window.y for window in windows[1:]] + [out_shape[0]]
     next_id = 1
     pool = ThreadPoolExecutor(threads, thread_name_prefix="vimscope-cells") if threads > 1 else None
     try:

@@ -51,7 +51,7 @@ class LabelRows:
         """Paint ``table[labels]`` (0: leave as is) over ``window``; its rows must not have been released."""
         if window.y < self.top:
             raise ValueError(f"rows above {self.top} are written already; window {window} starts above")
-        table = table.astype(np.uint32)
+        table = np.asarray(table, np.uint32)
         for row in range(window.y // self.chunk, -(-window.y1 // self.chunk)):
             y0, y1 = max(window.y, row * self.chunk), min(window.y1, (row + 1) * self.chunk)
             part = np.ascontiguousarray(labels[y0 - window.y : y1 - window.y])
