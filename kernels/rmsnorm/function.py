@@ -9,11 +9,22 @@ from .naive import add_rmsnorm_ref
 
 
 def add_rmsnorm(
-    hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float = 1e-5, *, backend=None
+    hidden: torch.Tensor,
+    residual: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float = 1e-5,
+    *,
+    backend=None,
+    inplace: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """hidden (..., D); residual (..., D) float32 or None; weight (D,). Returns (y in weight's dtype, new float32
     residual), see ``naive.add_rmsnorm_ref``. backend: None (the launch table's ``triton_rmsnorm``: Triton on CUDA
-    without gradients when it is on), "triton" (CUDA or the interpreter, without gradients) or "reference"."""
+    without gradients when it is on), "triton" (CUDA or the interpreter, without gradients) or "reference".
+
+    inplace: without gradients, the new residual overwrites ``residual`` and y overwrites ``hidden`` where their
+    dtypes and layout allow, so a block allocates nothing here (the caller must own both: a model's own stream);
+    with no residual yet, a float32 ``hidden`` becomes the residual. Each element is read before it is written, by
+    the same program, so the values are those of the copying path."""
     if residual is not None and residual.shape != hidden.shape:
         raise ValueError(f"residual must have hidden's shape {tuple(hidden.shape)}, got {tuple(residual.shape)}")
     if weight.shape != hidden.shape[-1:]:
@@ -26,12 +37,33 @@ def add_rmsnorm(
 
         backend = "triton" if DEFAULTS["triton_rmsnorm"] and hidden.is_cuda else "reference"
     use_triton = backend == "triton" and not needs_grad
+    inplace = inplace and not needs_grad
     if not use_triton or hidden.dtype == torch.float64 or hidden.numel() == 0:
-        return add_rmsnorm_ref(hidden, residual, weight, eps)
+        y, r = add_rmsnorm_ref(hidden, residual, weight, eps)
+        if not inplace or residual is None:  # the first block's r may be hidden itself (float32 hidden)
+            return y, r
+        return _into(hidden, y), _into(residual, r)
     from ..common.config import prepare_launch
     from .fwd import add_rmsnorm_forward
 
     prepare_launch()
+    y_out = r_out = None
+    if inplace and residual is None and _reusable(hidden, torch.float32):
+        r_out = hidden  # the first block's float32 embedding becomes the residual, as the reference's float() does
+    elif inplace:
+        y_out = hidden if _reusable(hidden, weight.dtype) else None
+        r_out = residual if residual is not None and _reusable(residual, torch.float32) else None
     residual = residual.float().contiguous() if residual is not None else None
     with torch.no_grad():
-        return add_rmsnorm_forward(hidden.contiguous(), residual, weight.contiguous(), eps)
+        return add_rmsnorm_forward(hidden.contiguous(), residual, weight.contiguous(), eps, y=y_out, r_out=r_out)
+
+
+def _reusable(t: torch.Tensor, dtype: torch.dtype) -> bool:
+    return t.dtype == dtype and t.is_contiguous()
+
+
+def _into(target: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """``value`` copied into ``target`` when it can hold it (the reference path's in-place result), else itself."""
+    if target is None or not _reusable(target, value.dtype) or target.shape != value.shape:
+        return value
+    return target.copy_(value)

@@ -26,12 +26,14 @@ def _add_rmsnorm_fwd_kernel(p_h, p_r, p_w, p_y, p_rout, M, D, eps, HAS_RES: tl.c
     tl.store(p_y + o, (x * inv[:, None] * w[None, :]).to(p_y.dtype.element_ty), mask=m)
 
 
-def add_rmsnorm_forward(hidden, residual, weight, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y in weight's dtype, r_out float32), both shaped like hidden; inputs contiguous with the channel last."""
+def add_rmsnorm_forward(hidden, residual, weight, eps: float, y=None, r_out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y in weight's dtype, r_out float32), both shaped like hidden; inputs contiguous with the channel last.
+    ``y`` / ``r_out``: where to write (hidden and residual themselves are allowed: each program reads its rows
+    before it writes them); new buffers when None."""
     d = hidden.shape[-1]
     rows = hidden.numel() // max(d, 1)
-    y = new_buffer(hidden, hidden.shape, weight.dtype)
-    r_out = new_buffer(hidden, hidden.shape, torch.float32)
+    y = new_buffer(hidden, hidden.shape, weight.dtype) if y is None else y
+    r_out = new_buffer(hidden, hidden.shape, torch.float32) if r_out is None else r_out
     block_d = triton.next_power_of_2(d)
     block_m = max(1, 2048 // block_d)
     compiled = _add_rmsnorm_fwd_kernel[(triton.cdiv(rows, block_m),)](

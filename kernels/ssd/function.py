@@ -25,11 +25,14 @@ LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 2, "segments": None}
 class BiSSDFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, chunk):
-        from .fwd import ssd_out, ssd_scan_fwd
+        from .fwd import ssd_infer, ssd_out, ssd_scan_fwd
 
         A32, bias32 = A.float().contiguous(), dt_bias.float().contiguous()
         x, z = _rowwise(x), _rowwise(z)
-        y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, LAUNCH["fwd_warps"], LAUNCH["num_stages"])
+        launch = (LAUNCH["fwd_warps"], LAUNCH["num_stages"])
+        if not any(ctx.needs_input_grad):  # nothing saved: the inference form, without the planes where it can
+            return ssd_infer(x, dt, A32, bias32, B, C, z, D.float().contiguous(), chunk, *launch)
+        y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, *launch)
         out = ssd_out(y2, x, z, D.float().contiguous())
         ctx.chunk = chunk
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, y2)

@@ -106,10 +106,13 @@ def _ssd_scan_fwd_kernel(
     c_ptr,
     y_ptr,
     hseg_ptr,
+    z_ptr,
+    dskip_ptr,
     L,
     H,
     HPG,
     CPS,
+    D0,
     s_xb,
     s_xl,
     s_xh,
@@ -127,14 +130,21 @@ def _ssd_scan_fwd_kernel(
     s_yb,
     s_yl,
     s_yh,
+    s_zb,
+    s_zl,
+    s_zh,
     Q: tl.constexpr,
     P: tl.constexpr,
     N: tl.constexpr,
     F32: tl.constexpr,
     SPLIT: tl.constexpr,
+    FINAL: tl.constexpr,
+    HAS_Z: tl.constexpr,
 ):
+    """Grid (Bt * H, directions, segments); direction D0 + program_id(1). FINAL (direction 1 of an inference
+    whose direction 0 already wrote y): adds that y, D x and the silu(z) gate, as ``_ssd_out_kernel`` does."""
     i_bh = tl.program_id(0).to(tl.int64)
-    d = tl.program_id(1)
+    d = D0 + tl.program_id(1)
     k = tl.program_id(2)  # segment of CPS chunks (scan order); SPLIT: more than one segment
     i_b = i_bh // H
     i_h = i_bh % H
@@ -185,6 +195,13 @@ def _ssd_scan_fwd_kernel(
         b_h = b_h * tl.exp2(b_last) + mm(tl.trans(b_Bw), b_x, F32)  # [N, P]
         b_tot += b_last
         p_y = y_ptr + d * s_yd + i_b * s_yb + i_h * s_yh + o_t[:, None] * s_yl + o_p[None, :]
+        if FINAL:  # the same sums in the same order as _ssd_out_kernel
+            b_y += tl.load(p_y, mask=m_t[:, None], other=0.0).to(tl.float32)
+            b_y += b_x.to(tl.float32) * tl.load(dskip_ptr + i_h).to(tl.float32)
+            if HAS_Z:
+                p_z = z_ptr + i_b * s_zb + i_h * s_zh + o_t[:, None] * s_zl + o_p[None, :]
+                b_z = tl.load(p_z, mask=m_t[:, None], other=0.0).to(tl.float32)
+                b_y = b_y * b_z * tl.sigmoid(b_z)
         tl.store(p_y, b_y.to(y_ptr.dtype.element_ty), mask=m_t[:, None])
     if SPLIT:  # the segment's own final state and its total log2 decay, (Bt, 2, H, S, N * P + 1) float32
         p_seg = hseg_ptr + (((i_b * 2 + d) * H + i_h) * tl.num_programs(2) + k) * (N * P + 1)
@@ -344,8 +361,8 @@ def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stage
     f32 = interpreted() or x.dtype == torch.float32
     meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
     _ssd_scan_fwd_kernel[(Bt * H, 2, S)](
-        x, dt, A, bias, B, C, y2, hseg, L, H, H // G, cps, *scan_strides(x, dt, B, C), *y_strides,
-        SPLIT=S > 1, **meta,
+        x, dt, A, bias, B, C, y2, hseg, x, A, L, H, H // G, cps, 0, *scan_strides(x, dt, B, C), *y_strides,
+        0, 0, 0, SPLIT=S > 1, FINAL=False, HAS_Z=False, **meta,
     )  # fmt: skip
     if S > 1:
         own, decay = hseg[..., :-1].view(Bt, 2, H, S, N, P), torch.exp2(hseg[..., -1])
@@ -360,6 +377,32 @@ def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stage
     return y2
 
 
+def ssd_infer(x, dt, A, bias, B, C, z, D, chunk: int, num_warps: int = 4, num_stages: int = 1) -> torch.Tensor:
+    """Inference: (y_fwd + y_bwd + D x) * silu(z), (Bt, L, H, P) in x's dtype, with no buffer of two planes.
+
+    When one direction's (batch, head) programs fill the GPU, direction 0 writes its y into the output and then
+    direction 1 adds its own y, D x and the gate there: one pass over the activations less than the planes and
+    ``ssd_out``, and half the memory. Otherwise (segments needed) the planes, with the output over plane 0."""
+    prepare_launch()
+    Bt, L, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    chunks = triton.cdiv(L, chunk)
+    if segments_for(x, chunks, Bt * H) > 1:
+        y2 = ssd_scan_fwd(x, dt, A, bias, B, C, chunk, num_warps, num_stages)
+        return ssd_out(y2, x, z, D, out=y2[0])
+    out = torch.empty((Bt, L, H, P), device=x.device, dtype=x.dtype)
+    f32 = interpreted() or x.dtype == torch.float32
+    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
+    zs = (z.stride(0), z.stride(1), z.stride(2)) if z is not None else (0, 0, 0)
+    for d in (0, 1):
+        _ssd_scan_fwd_kernel[(Bt * H, 1, 1)](
+            x, dt, A, bias, B, C, out, out, z if z is not None else x, D, L, H, H // G, chunks, d,
+            *scan_strides(x, dt, B, C), 0, out.stride(0), out.stride(1), out.stride(2), *zs,
+            SPLIT=False, FINAL=d == 1, HAS_Z=z is not None, **meta,
+        )  # fmt: skip
+    return out
+
+
 def rows(t: torch.Tensor) -> tuple[int, int]:
     """(token count, row stride) of a (Bt, L, H, P) view whose (H, P) block is contiguous and whose rows are
     evenly spaced (a slice of the in_proj output is)."""
@@ -368,10 +411,13 @@ def rows(t: torch.Tensor) -> tuple[int, int]:
     return t.shape[0] * t.shape[1], t.stride(1)
 
 
-def ssd_out(y2, x, z, D) -> torch.Tensor:
-    """(y2[0] + y2[1] + D x) * silu(z), in x's dtype, (Bt, L, H, P) contiguous."""
+def ssd_out(y2, x, z, D, out=None) -> torch.Tensor:
+    """(y2[0] + y2[1] + D x) * silu(z), in x's dtype, (Bt, L, H, P) contiguous. ``out``: where to write; y2[0]
+    is allowed (each program reads its elements of y2 before it writes them there), which is what inference
+    does: y2 is not kept for a backward, so the output needs no buffer of its own."""
     Bt, L, H, P = x.shape
-    out = torch.empty((Bt, L, H, P), device=x.device, dtype=x.dtype)
+    if out is None:
+        out = torch.empty((Bt, L, H, P), device=x.device, dtype=x.dtype)
     T, s_x = rows(x)
     s_z = rows(z)[1] if z is not None else 0
     E = H * P

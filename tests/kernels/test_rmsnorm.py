@@ -80,3 +80,49 @@ def test_default_cuda_path_matches_reference_at_vim_tiny_shape(dtype):
     assert compare(r, r_ref)[0] < 1e-6
     err, floor = compare(y, y_ref)
     assert err <= max(TOLERANCE[dtype][0], 2 * floor)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_inplace_writes_the_same_values_over_the_stream(backend, dtype):
+    """inplace: y lands in hidden's buffer and the new residual in residual's, with the copying path's values."""
+    from vimscope_kernels import add_rmsnorm
+
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 9, 48, generator=g).to(dtype)
+    residual = torch.randn(2, 9, 48, generator=g) * 3
+    weight = (1 + 0.1 * torch.randn(48, generator=g)).to(dtype)
+    y_copy, r_copy = add_rmsnorm(hidden, residual, weight, 1e-5, backend=backend)
+    h, res = hidden.clone(), residual.clone()
+    y, r = add_rmsnorm(h, res, weight, 1e-5, backend=backend, inplace=True)
+    assert y.data_ptr() == h.data_ptr() and r.data_ptr() == res.data_ptr()
+    assert torch.equal(y, y_copy) and torch.equal(r, r_copy)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_inplace_first_block_and_mixed_dtypes(backend):
+    """No residual yet: a float32 embedding becomes the residual itself (the reference's float() is no copy) and
+    y gets a buffer; a hidden of another dtype than the weight: y gets a new buffer, the residual is updated."""
+    from vimscope_kernels import add_rmsnorm
+
+    hidden = torch.randn(2, 5, 16)
+    weight = 1 + 0.1 * torch.randn(16)
+    y_copy, _ = add_rmsnorm(hidden, None, weight, 1e-5, backend=backend)
+    before = hidden.clone()
+    y, r = add_rmsnorm(hidden, None, weight, 1e-5, backend=backend, inplace=True)
+    assert torch.equal(r, before) and torch.equal(y, y_copy) and r.data_ptr() == hidden.data_ptr()
+    bf = before.to(torch.bfloat16)
+    residual = torch.randn(2, 5, 16)
+    y, r = add_rmsnorm(bf, residual, weight, 1e-5, backend=backend, inplace=True)  # y float32
+    assert y.dtype == torch.float32 and y.data_ptr() != bf.data_ptr() and r.data_ptr() == residual.data_ptr()
+
+
+def test_inplace_is_ignored_when_gradients_are_needed():
+    from vimscope_kernels import add_rmsnorm
+
+    hidden = torch.randn(2, 3, 8, requires_grad=True)
+    residual = torch.randn(2, 3, 8)
+    before = residual.clone()
+    y, r = add_rmsnorm(hidden, residual, torch.ones(8), 1e-5, inplace=True)
+    r.sum().backward()
+    assert torch.equal(residual, before) and r.data_ptr() != residual.data_ptr()

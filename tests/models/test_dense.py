@@ -130,3 +130,26 @@ def test_pointwise_model_is_per_pixel_so_tiles_equal_the_whole_image():
     assert whole.shape == (1, 3, 200, 136)
     assert torch.equal(tiled, whole)
     assert whole.std() > 0.1  # not a constant map
+
+
+@pytest.mark.parametrize("name", ["vim_test", "vim_ssd_test"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("norm", ["reference", "triton"])
+def test_inference_updates_the_stream_in_place_with_the_same_values(name, dtype, norm, monkeypatch):
+    """Without gradients the blocks write the norm and the residual over the stream (no second copy per block):
+    the same features, intermediates and logits as with gradients enabled (the kernels chosen are the same:
+    no parameter needs a gradient), with the Triton norm (interpreter; CUDA's default) and the reference."""
+    import functools
+
+    from vimscope.models import mixer
+
+    monkeypatch.setattr(mixer, "add_rmsnorm", functools.partial(mixer.add_rmsnorm, backend=norm))
+    torch.manual_seed(2)
+    model = create_model(name).to(dtype).eval().requires_grad_(False)
+    x = torch.randn(2, 3, 64, 48, dtype=dtype)
+    with torch.enable_grad():
+        copied = model(x)["logits"], model.backbone.forward_intermediates(x, [0, 1])
+    with torch.inference_mode():
+        inplace = model(x)["logits"], model.backbone.forward_intermediates(x, [0, 1])
+    assert torch.equal(inplace[0], copied[0])
+    assert all(torch.equal(a, b) for a, b in zip(inplace[1], copied[1], strict=True))

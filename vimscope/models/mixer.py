@@ -108,8 +108,12 @@ class VimBlock(nn.Module):
         self.norm = RMSNorm(dim, eps=eps)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden: torch.Tensor, residual: torch.Tensor | None, *, inplace: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inplace: without gradients, the norm writes over ``hidden`` and the new residual over ``residual`` (the
+        backbone's own stream, which it hands over): a block then holds no second copy of either."""
         # one fused kernel on CUDA without gradients (residual and hidden read once), else the same in PyTorch
         hidden = hidden if residual is None else self.drop_path(hidden)
-        normed, residual = add_rmsnorm(hidden, residual, self.norm.weight, self.norm.eps)
+        normed, residual = add_rmsnorm(hidden, residual, self.norm.weight, self.norm.eps, inplace=inplace)
         return self.mixer(normed), residual

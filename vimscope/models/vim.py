@@ -146,23 +146,26 @@ class VisionMamba(nn.Module):
         tokens = self.pos_drop(tokens + self.position_embedding(grid))
         return tokens, grid, at
 
-    def _run_blocks(self, tokens: torch.Tensor, keep: set[int] | None = None, stop: int | None = None):
-        """Run the blocks; returns (hidden, residual, {i: residual stream after block i for i in keep})."""
-        hidden, residual = tokens, None
+    def _run_blocks(self, x: torch.Tensor, dense: bool, keep: set[int] | None = None, stop: int | None = None):
+        """Embed and run the blocks; returns (hidden, residual, {i: residual stream after block i for i in keep},
+        grid, at). Without gradients the stream is updated in place (the embedding is this frame's alone, so no
+        caller holds a reference to it): peak memory is the stream plus one mixer's buffers."""
+        hidden, grid, at = self._embed(x, dense)
+        residual = None
+        inplace = not torch.is_grad_enabled()
         kept = {}
         for i, layer in enumerate(self.layers[: stop if stop is not None else len(self.layers)]):
-            hidden, residual = layer(hidden, residual)
+            hidden, residual = layer(hidden, residual, inplace=inplace)
             if keep and i in keep:
                 kept[i] = residual + hidden.float()
-        return hidden, residual, kept
+        return hidden, residual, kept, grid, at
 
     def _final_norm(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.norm_f(residual + self.drop_path(hidden).float())
 
     def forward_tokens(self, x: torch.Tensor, *, dense: bool = False) -> tuple[torch.Tensor, tuple[int, int], int]:
         """All final-normed tokens (B, M + 1, D) with the class token at index ``at``; returns (tokens, grid, at)."""
-        tokens, grid, at = self._embed(x, dense)
-        hidden, residual, _ = self._run_blocks(tokens)
+        hidden, residual, _, grid, at = self._run_blocks(x, dense)
         return self._final_norm(hidden, residual), grid, at
 
     @staticmethod
@@ -212,8 +215,7 @@ class VisionMamba(nn.Module):
         """
         self._check_dense_input(x)
         wanted = self.resolve_indices(indices)
-        tokens, grid, at = self._embed(x, dense=True)
-        _, _, kept = self._run_blocks(tokens, keep=set(wanted), stop=max(wanted) + 1)
+        _, _, kept, grid, at = self._run_blocks(x, True, keep=set(wanted), stop=max(wanted) + 1)
         outs = []
         for i in wanted:
             stream = self.norm_f(kept[i]) if norm else kept[i]
