@@ -35,7 +35,8 @@ class PeakCensus(TorchDispatchMode):
         super().__init__()
         self.device, self.min_bytes = device, min_bytes
         self.path: list[str] = []
-        self.noted: list[tuple] = []  # (weakref to the tensor, storage pointer, storage bytes, module, op, shape, dtype)
+        # (weakref to the tensor, storage pointer, storage bytes, module, op, shape, dtype)
+        self.noted: list[tuple] = []
         self.best, self.where, self.census = -1, None, []
         self.hooks = []
         for name, module in model.named_modules():
@@ -55,9 +56,8 @@ class PeakCensus(TorchDispatchMode):
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() >= self.min_bytes:
                 storage = t.untyped_storage()
-                self.noted.append(
-                    (weakref.ref(t), storage.data_ptr(), storage.nbytes(), where, func.__name__, tuple(t.shape), t.dtype)
-                )
+                ptr, nbytes = storage.data_ptr(), storage.nbytes()
+                self.noted.append((weakref.ref(t), ptr, nbytes, where, func.__name__, tuple(t.shape), t.dtype))
         level = self._level()
         if level > self.best:
             self.best, self.where, self.census = level, f"{where}: {func.__name__}", self._live()

@@ -162,7 +162,7 @@ def test_inference_form_matches_the_training_forward(segments, gate, monkeypatch
     """Without gradients: direction 0 writes into the output and direction 1 finishes it there (no planes, no
     ``ssd_out`` pass), or, when segments are needed, the planes with the output over plane 0. In float32 both
     give the training forward's values exactly (same sums in the same order)."""
-    from vimscope_kernels.ssd import fwd, function
+    from vimscope_kernels.ssd import function, fwd
 
     monkeypatch.setitem(function.LAUNCH, "segments", segments)
     calls, original = [], fwd.ssd_out
