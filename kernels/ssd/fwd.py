@@ -97,6 +97,17 @@ def chunk_decay(b_cum, Q: tl.constexpr):
 
 
 @triton.jit
+def finish(b_y, b_x, z_ptr, dskip_ptr, i_b, i_h, o_t, m_t, s_zb, s_zl, s_zh, P: tl.constexpr, HAS_Z: tl.constexpr):
+    """(y + D x) * silu(z) for one chunk's [Q, P] block of head ``i_h``, float32."""
+    b_y += b_x.to(tl.float32) * tl.load(dskip_ptr + i_h).to(tl.float32)
+    if HAS_Z:
+        p_z = z_ptr + i_b * s_zb + i_h * s_zh + o_t[:, None] * s_zl + tl.arange(0, P)[None, :]
+        b_z = tl.load(p_z, mask=m_t[:, None], other=0.0).to(tl.float32)
+        b_y = b_y * b_z * tl.sigmoid(b_z)
+    return b_y
+
+
+@triton.jit
 def _ssd_scan_fwd_kernel(
     x_ptr,
     dt_ptr,
@@ -195,13 +206,10 @@ def _ssd_scan_fwd_kernel(
         b_h = b_h * tl.exp2(b_last) + mm(tl.trans(b_Bw), b_x, F32)  # [N, P]
         b_tot += b_last
         p_y = y_ptr + d * s_yd + i_b * s_yb + i_h * s_yh + o_t[:, None] * s_yl + o_p[None, :]
-        if FINAL:  # the same sums in the same order as _ssd_out_kernel
+        if FINAL:  # the same sums in the same order as _ssd_out_kernel; later segments finish after their carry
             b_y += tl.load(p_y, mask=m_t[:, None], other=0.0).to(tl.float32)
-            b_y += b_x.to(tl.float32) * tl.load(dskip_ptr + i_h).to(tl.float32)
-            if HAS_Z:
-                p_z = z_ptr + i_b * s_zb + i_h * s_zh + o_t[:, None] * s_zl + o_p[None, :]
-                b_z = tl.load(p_z, mask=m_t[:, None], other=0.0).to(tl.float32)
-                b_y = b_y * b_z * tl.sigmoid(b_z)
+            b_done = finish(b_y, b_x, z_ptr, dskip_ptr, i_b, i_h, o_t, m_t, s_zb, s_zl, s_zh, P, HAS_Z)
+            b_y = tl.where(k == 0, b_done, b_y)
         tl.store(p_y, b_y.to(y_ptr.dtype.element_ty), mask=m_t[:, None])
     if SPLIT:  # the segment's own final state and its total log2 decay, (Bt, 2, H, S, N * P + 1) float32
         p_seg = hseg_ptr + (((i_b * 2 + d) * H + i_h) * tl.num_programs(2) + k) * (N * P + 1)
@@ -217,11 +225,21 @@ def _ssd_carry_kernel(
     c_ptr,
     carry_ptr,
     y_ptr,
+    x_ptr,
+    z_ptr,
+    dskip_ptr,
     L,
     H,
     HPG,
     CPS,
     S,
+    D0,
+    s_xb,
+    s_xl,
+    s_xh,
+    s_zb,
+    s_zl,
+    s_zh,
     s_db,
     s_dl,
     s_dd,
@@ -237,11 +255,14 @@ def _ssd_carry_kernel(
     P: tl.constexpr,
     N: tl.constexpr,
     F32: tl.constexpr,
+    FINAL: tl.constexpr,
+    HAS_Z: tl.constexpr,
 ):
     """Segments 1..S-1: y[t] += 2^(cum from the segment start to t) C[t] carry, carry = the state entering the
-    segment from all earlier segments (``ssd_scan_fwd`` combines the segments' own states into it)."""
+    segment from all earlier segments (``ssd_scan_fwd`` combines the segments' own states into it). Direction
+    D0 + program_id(1); FINAL: y then holds both directions' sums and gets D x and the gate here."""
     i_bh = tl.program_id(0).to(tl.int64)
-    d = tl.program_id(1)
+    d = D0 + tl.program_id(1)
     k = tl.program_id(2) + 1
     i_b = i_bh // H
     i_h = i_bh % H
@@ -267,6 +288,10 @@ def _ssd_carry_kernel(
         p_y = y_ptr + d * s_yd + i_b * s_yb + i_h * s_yh + o_t[:, None] * s_yl + o_p[None, :]
         b_y = tl.load(p_y, mask=m_t[:, None], other=0.0).to(tl.float32)
         b_y += mm(b_C, b_carry, F32) * tl.exp2(b_run + b_cum)[:, None]
+        if FINAL:
+            p_x = x_ptr + i_b * s_xb + i_h * s_xh + o_t[:, None] * s_xl + o_p[None, :]
+            b_x = tl.load(p_x, mask=m_t[:, None], other=0.0)
+            b_y = finish(b_y, b_x, z_ptr, dskip_ptr, i_b, i_h, o_t, m_t, s_zb, s_zl, s_zh, P, HAS_Z)
         tl.store(p_y, b_y.to(y_ptr.dtype.element_ty), mask=m_t[:, None])
         b_run += tl.sum(tl.where(o_q == Q - 1, b_cum, 0.0), axis=0)
 
@@ -365,41 +390,59 @@ def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stage
         0, 0, 0, SPLIT=S > 1, FINAL=False, HAS_Z=False, **meta,
     )  # fmt: skip
     if S > 1:
-        own, decay = hseg[..., :-1].view(Bt, 2, H, S, N, P), torch.exp2(hseg[..., -1])
-        carry = torch.zeros_like(own)  # state entering segment k from segments 0..k-1
-        for k in range(1, S):
-            carry[:, :, :, k] = decay[:, :, :, k - 1, None, None] * carry[:, :, :, k - 1] + own[:, :, :, k - 1]
         _ssd_carry_kernel[(Bt * H, 2, S - 1)](
-            dt, A, bias, C, carry, y2, L, H, H // G, cps, S,
+            dt, A, bias, C, carries(hseg, N, P), y2, x, x, A, L, H, H // G, cps, S, 0, 0, 0, 0, 0, 0, 0,
             dt.stride(0), dt.stride(1), dt.stride(2), dt.stride(3), C.stride(0), C.stride(1), C.stride(2),
-            *y_strides, **meta,
+            *y_strides, FINAL=False, HAS_Z=False, **meta,
         )  # fmt: skip
     return y2
+
+
+def carries(hseg: torch.Tensor, N: int, P: int, directions=slice(None)) -> torch.Tensor:
+    """(Bt, 2, H, S, N, P): the state entering segment k from segments 0..k-1, chained from each segment's own
+    final state and total decay (``hseg``, as the scan kernel stores them), for the given directions."""
+    Bt, _, H, S, _ = hseg.shape
+    own, decay = hseg[..., :-1].view(Bt, 2, H, S, N, P), torch.exp2(hseg[..., -1])
+    carry = torch.zeros_like(own)
+    d = directions
+    for k in range(1, S):
+        carry[:, d, :, k] = decay[:, d, :, k - 1, None, None] * carry[:, d, :, k - 1] + own[:, d, :, k - 1]
+    return carry
 
 
 def ssd_infer(x, dt, A, bias, B, C, z, D, chunk: int, num_warps: int = 4, num_stages: int = 1) -> torch.Tensor:
     """Inference: (y_fwd + y_bwd + D x) * silu(z), (Bt, L, H, P) in x's dtype, with no buffer of two planes.
 
-    When one direction's (batch, head) programs fill the GPU, direction 0 writes its y into the output and then
-    direction 1 adds its own y, D x and the gate there: one pass over the activations less than the planes and
-    ``ssd_out``, and half the memory. Otherwise (segments needed) the planes, with the output over plane 0."""
+    Direction 0 writes its y into the output, then direction 1 adds its own y, D x and the gate there: one pass
+    over the activations less than the planes and ``ssd_out``, and half the memory. Each direction is cut into
+    segments when its (batch, head) programs alone do not fill the GPU; direction 1's later segments then finish
+    in the carry kernel, after the state from earlier segments is added."""
     prepare_launch()
     Bt, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     chunks = triton.cdiv(L, chunk)
-    if segments_for(x, chunks, Bt * H) > 1:
-        y2 = ssd_scan_fwd(x, dt, A, bias, B, C, chunk, num_warps, num_stages)
-        return ssd_out(y2, x, z, D, out=y2[0])
+    S = segments_for(x, chunks, Bt * H)
+    cps = triton.cdiv(chunks, S)
+    S = triton.cdiv(chunks, cps)  # no empty segment
     out = torch.empty((Bt, L, H, P), device=x.device, dtype=x.dtype)
+    hseg = torch.empty((Bt, 2, H, S, N * P + 1), device=x.device, dtype=torch.float32) if S > 1 else out
     f32 = interpreted() or x.dtype == torch.float32
-    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
+    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages, HAS_Z=z is not None)
+    zp = z if z is not None else x
     zs = (z.stride(0), z.stride(1), z.stride(2)) if z is not None else (0, 0, 0)
+    ys = (0, out.stride(0), out.stride(1), out.stride(2))
     for d in (0, 1):
-        _ssd_scan_fwd_kernel[(Bt * H, 1, 1)](
-            x, dt, A, bias, B, C, out, out, z if z is not None else x, D, L, H, H // G, chunks, d,
-            *scan_strides(x, dt, B, C), 0, out.stride(0), out.stride(1), out.stride(2), *zs,
-            SPLIT=False, FINAL=d == 1, HAS_Z=z is not None, **meta,
+        _ssd_scan_fwd_kernel[(Bt * H, 1, S)](
+            x, dt, A, bias, B, C, out, hseg, zp, D, L, H, H // G, cps, d, *scan_strides(x, dt, B, C), *ys, *zs,
+            SPLIT=S > 1, FINAL=d == 1, **meta,
         )  # fmt: skip
+        if S > 1:
+            _ssd_carry_kernel[(Bt * H, 1, S - 1)](
+                dt, A, bias, C, carries(hseg, N, P, slice(d, d + 1)), out, x, zp, D, L, H, H // G, cps, S, d,
+                x.stride(0), x.stride(1), x.stride(2), *zs,
+                dt.stride(0), dt.stride(1), dt.stride(2), dt.stride(3), C.stride(0), C.stride(1), C.stride(2),
+                *ys, FINAL=d == 1, **meta,
+            )  # fmt: skip
     return out
 
 
