@@ -10,9 +10,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 step() { local t=$1; shift; echo "== $* (limit ${t}s)" | tee -a "$LOG"; local s=$(date +%s)
     timeout "$t" "$@" 2>&1 | grep -v -e '^\s*$' | tee -a "$LOG"; echo "== took $(( $(date +%s) - s )) s" | tee -a "$LOG"; }
 step "${T_TESTS:-150}" python3 -m pytest ${TESTS:-tests/kernels} -m gpu -q -p no:cacheprovider -W ignore --durations=5
-step "${T_PEAK:-90}" python3 -m benchmarks.models.memory_peak --models vim_tiny,vim_ssd_tiny,deit_tiny_flash \
+step "${T_PEAK:-90}" python3 -m benchmarks.models.memory_peak --models ${MODELS:-vim_tiny,vim_ssd_tiny,deit_tiny_flash} \
     --sizes 1024,4096 --out "$OUT/memory_peak.json"
-step "${T_BACKBONE:-200}" python3 -m benchmarks.models.backbone --models vim_tiny,vim_ssd_tiny,deit_tiny_flash \
+step "${T_BACKBONE:-200}" python3 -m benchmarks.models.backbone --models ${MODELS:-vim_tiny,vim_ssd_tiny,deit_tiny_flash} \
     --sizes 1024,1248,2048,4096 --profile-sizes "${PROFILE:-}" --compare-autocast-sizes "" --target-s 0.5 \
     --out "$OUT/backbone.json"
 if [ -f .carry/old.tgz ]; then  # the version before, same call: its backbone rows beside the ones above

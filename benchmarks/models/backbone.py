@@ -55,15 +55,21 @@ SIZES = (224, 512, 1024, 1248, 2048, 4096)
 BATCHES = {224: 256, 512: 128, 1024: 64, 1248: 64, 2048: 16, 4096: 8}
 PROFILE_SIZES = (1024, 2048)
 GOAL_SIZES = (1248, 2048, 4096)
-MODELS = ("vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_tiny_chunked", "vim_tiny_split")
+MODELS = (
+    "vim_tiny", "deit_tiny_flash", "deit_tiny_eager", "vim_ssd_tiny", "vim_ssd_tiny_fused", "vim_tiny_chunked",
+    "vim_tiny_split",
+)  # fmt: skip
 # built by create_model (vim_ssd_tiny: the SSD mixer, same backbone; vim_tiny_chunked / _split: vim_tiny run with
 # the launch keys of VARIANTS)
-VIM_MODELS = ("vim_tiny", "vim_ssd_tiny", "vim_tiny_chunked", "vim_tiny_split")
+VIM_MODELS = ("vim_tiny", "vim_ssd_tiny", "vim_ssd_tiny_fused", "vim_tiny_chunked", "vim_tiny_split")
 # vimscope_kernels' launch-table keys set around vim_tiny_chunked's calls: the training forward's chunked scan and
 # PyTorch's add + RMSNorm, the inference path before the sequential kernel and the fused norm became the default.
 CHUNKED = {"seq_fwd": False, "triton_rmsnorm": False}
 # the conv + x_proj as a conv kernel and a cuBLAS GEMM instead of the fused Triton kernel
 VARIANTS = {"vim_tiny_chunked": CHUNKED, "vim_tiny_split": {"conv_xproj": "split"}}
+# vim_ssd_tiny with the SSD op's launch keys (vimscope_kernels.ssd.function.LAUNCH): the inference form whose
+# direction 1 finishes the output (no planes buffer)
+SSD_VARIANTS = {"vim_ssd_tiny_fused": {"infer_form": "fused"}}
 PATCH = 16
 
 
@@ -73,28 +79,33 @@ PATCH = 16
 class WithLaunch(torch.nn.Module):
     """A model whose every call runs with some launch-table keys of vimscope_kernels set (restored after)."""
 
-    def __init__(self, model: torch.nn.Module, launch: dict):
+    def __init__(self, model: torch.nn.Module, launch: dict, table: dict | None = None):
         super().__init__()
-        self.model, self.launch = model, launch
-
-    def forward(self, *args, **kwargs):
         from vimscope_kernels.common.config import DEFAULTS
 
-        saved = {k: DEFAULTS[k] for k in self.launch}
-        DEFAULTS.update(self.launch)
+        self.model, self.launch, self.table = model, launch, DEFAULTS if table is None else table
+
+    def forward(self, *args, **kwargs):
+        saved = {k: self.table[k] for k in self.launch}
+        self.table.update(self.launch)
         try:
             return self.model(*args, **kwargs)
         finally:
-            DEFAULTS.update(saved)
+            self.table.update(saved)
 
 
 def build_vim(device: torch.device, precision: str, name: str = "vim_tiny") -> torch.nn.Module:
     from vimscope.models import create_model
 
     launch = VARIANTS.get(name)
-    model = create_model("vim_tiny" if launch else name)  # feature head; 224 px position embedding, resampled
+    base = "vim_tiny" if launch else "vim_ssd_tiny" if name in SSD_VARIANTS else name
+    model = create_model(base)  # feature head; 224 px position embedding, resampled
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = model.to(device=device, dtype=dtype).eval()
+    if name in SSD_VARIANTS:
+        from vimscope_kernels.ssd.function import LAUNCH
+
+        return WithLaunch(model, SSD_VARIANTS[name], LAUNCH)
     return WithLaunch(model, launch) if launch else model
 
 

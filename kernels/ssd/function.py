@@ -19,7 +19,11 @@ DEFAULT_CHUNK = 64
 # segments: how many pieces the forward cuts each sequence into (None: enough to fill the GPU at small batch,
 # fwd.segments_for). num_stages 2: 7-11 % faster forwards at 64 x 4,096 and 16 x 16,384 tokens on the H100
 # (benchmarks/results/ssd_h100_2026-12-07.json), the backward within 1 %.
-LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 2, "segments": None}
+# infer_form: how a forward without gradients ends. "planes" (each direction writes a plane, ssd_out sums them
+# into plane 0) or "fused" (direction 0 writes the output, direction 1 finishes it in its pass: no planes, one pass
+# less, but each direction's launch alone has half the programs: at 64 x 4,097 tokens 0.90x the model's speed on
+# the H100, backbone_h100_2026-12-08.json).
+LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 2, "segments": None, "infer_form": "planes"}
 
 
 class BiSSDFn(torch.autograd.Function):
@@ -30,8 +34,11 @@ class BiSSDFn(torch.autograd.Function):
         A32, bias32 = A.float().contiguous(), dt_bias.float().contiguous()
         x, z = _rowwise(x), _rowwise(z)
         launch = (LAUNCH["fwd_warps"], LAUNCH["num_stages"])
-        if not any(ctx.needs_input_grad):  # nothing saved: the inference form, without the planes where it can
-            return ssd_infer(x, dt, A32, bias32, B, C, z, D.float().contiguous(), chunk, *launch)
+        if not any(ctx.needs_input_grad):  # nothing saved for a backward
+            if LAUNCH["infer_form"] == "fused":
+                return ssd_infer(x, dt, A32, bias32, B, C, z, D.float().contiguous(), chunk, *launch)
+            y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, *launch)
+            return ssd_out(y2, x, z, D.float().contiguous(), out=y2[0])  # the output over plane 0
         y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, *launch)
         out = ssd_out(y2, x, z, D.float().contiguous())
         ctx.chunk = chunk

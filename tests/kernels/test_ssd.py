@@ -156,15 +156,18 @@ def test_strided_views_of_one_projection():
     assert rel_err(flat.grad, flat64.grad) < TOL[torch.float32][0]
 
 
+@pytest.mark.parametrize("form", ["planes", "fused"])
 @pytest.mark.parametrize("segments", [None, 3], ids=["whole", "segments"])
 @pytest.mark.parametrize("gate", [True, False], ids=["gate", "nogate"])
-def test_inference_form_matches_the_training_forward(segments, gate, monkeypatch):
-    """Without gradients direction 0 writes into the output and direction 1 finishes it there (no planes, no
-    ``ssd_out`` pass); with segments, direction 1's later segments finish in the carry kernel. float32: the
-    training forward's values, exactly when unsplit (same sums in the same order)."""
+def test_inference_forms_match_the_training_forward(form, segments, gate, monkeypatch):
+    """Without gradients, "planes": the two directions' planes summed into plane 0 (the output needs no buffer of
+    its own); "fused": direction 0 writes into the output and direction 1 finishes it there (no planes, no
+    ``ssd_out`` pass; with segments, direction 1's later segments finish in the carry kernel). float32: the
+    training forward's values, exactly unless the fused form is split (other order of the same sums)."""
     from vimscope_kernels.ssd import function, fwd
 
     monkeypatch.setitem(function.LAUNCH, "segments", segments)
+    monkeypatch.setitem(function.LAUNCH, "infer_form", form)
     calls, original = [], fwd.ssd_out
     monkeypatch.setattr(fwd, "ssd_out", lambda *a, **k: calls.append(1) or original(*a, **k))
     inputs = {k: v.float() for k, v in make_inputs(2, 67, 2, 1, seed=5).items()}  # 5 chunks: 3 segments of 2, 2, 1
@@ -174,16 +177,20 @@ def test_inference_form_matches_the_training_forward(segments, gate, monkeypatch
     trained = bi_ssd(**leaves, chunk_size=16, backend="triton").detach()
     with torch.inference_mode():
         out = bi_ssd(**inputs, chunk_size=16, backend="triton")
-    assert len(calls) == 1  # the training forward's epilogue only
-    assert out.untyped_storage().nbytes() == out.nbytes
-    if segments is None:
+    planes = 2 if form == "planes" else 1
+    assert len(calls) == planes  # the training forward's epilogue, and the planes form's
+    assert out.untyped_storage().nbytes() == planes * out.nbytes
+    if form == "planes" or segments is None:
         assert torch.equal(out, trained)
     else:
         assert rel_err(out, trained) < 1e-6
 
 
-def test_inference_form_in_bf16_is_within_rounding_of_the_training_forward():
+def test_fused_inference_in_bf16_is_within_rounding_of_the_training_forward(monkeypatch):
     """bf16: direction 1's y is added before rounding (the planes round it first): within bf16 rounding."""
+    from vimscope_kernels.ssd import function
+
+    monkeypatch.setitem(function.LAUNCH, "infer_form", "fused")
     inputs = {k: v.to(torch.bfloat16) if k in LOW else v.float() for k, v in make_inputs(2, 37, 2, 1, seed=6).items()}
     trained = bi_ssd(**{k: v.clone().requires_grad_() for k, v in inputs.items()}, chunk_size=16, backend="triton")
     with torch.inference_mode():

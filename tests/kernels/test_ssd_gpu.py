@@ -52,18 +52,38 @@ def test_forward_segments_match_on_gpu(segments, monkeypatch):
     assert rel_err(bi_ssd(**inputs, chunk_size=64), ref) < 1e-2
 
 
+@pytest.mark.parametrize("form", ["planes", "fused"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-def test_inference_form_matches_the_training_forward(dtype):
-    """Without gradients at a batch whose one direction fills the GPU (24 x 6 programs): direction 1 finishes the
-    output that direction 0 wrote. float32: the training forward's values exactly; bf16: within its rounding."""
+def test_inference_forms_match_the_training_forward(form, dtype, monkeypatch):
+    """Without gradients at a batch whose one direction fills the GPU (24 x 6 programs). float32: the training
+    forward's values exactly; bf16: the planes form exactly, the fused form within bf16 rounding."""
+    from vimscope_kernels.ssd import function
+
+    monkeypatch.setitem(function.LAUNCH, "infer_form", form)
     inputs = {k: v.cuda().to(dtype if k in LOW else torch.float32) for k, v in
               make_inputs(24, 4097, 6, 1, headdim=64, state=64, seed=3).items()}  # fmt: skip
     assert 24 * 6 >= torch.cuda.get_device_properties(0).multi_processor_count
     trained = bi_ssd(**{k: v.clone().requires_grad_() for k, v in inputs.items()}).detach()
     with torch.inference_mode():
         out = bi_ssd(**inputs)
-    assert out.untyped_storage().nbytes() == out.nbytes  # no planes buffer behind it
-    if dtype == torch.float32:
+    assert out.untyped_storage().nbytes() == (2 if form == "planes" else 1) * out.nbytes
+    if dtype == torch.float32 or form == "planes":
         assert torch.equal(out, trained)
     else:
         assert rel_err(out.float(), trained.float()) < 1e-2
+
+
+@pytest.mark.parametrize("segments", [None, 5])
+def test_fused_inference_with_segments_on_gpu(segments, monkeypatch):
+    """The fused inference form split into segments (None: as many as fill the GPU; direction 1's later segments
+    finish in the carry kernel) against the unsplit one."""
+    from vimscope_kernels.ssd import function
+
+    monkeypatch.setitem(function.LAUNCH, "infer_form", "fused")
+    inputs = {k: v.cuda().to(torch.bfloat16 if k in LOW else torch.float32) for k, v in
+              make_inputs(2, 8191, 6, 1, headdim=64, state=64, seed=6).items()}  # fmt: skip
+    monkeypatch.setitem(function.LAUNCH, "segments", 1)
+    with torch.inference_mode():
+        ref = bi_ssd(**inputs, chunk_size=64)
+        monkeypatch.setitem(function.LAUNCH, "segments", segments)
+        assert rel_err(bi_ssd(**inputs, chunk_size=64), ref) < 1e-2

@@ -140,6 +140,7 @@ class SSDMixer(nn.Module):
                 dt_bias=self.dt_bias.float(),
                 backend=self.backend,
             )
+        del zxbcdt, z, x, B, C, dt  # spent: without gradients the projection is freed before out_proj's output
         return self.out_proj(y.flatten(2))  # [Bt, L, D]
 
 
