@@ -39,10 +39,9 @@ def add_rmsnorm(
     use_triton = backend == "triton" and not needs_grad
     inplace = inplace and not needs_grad
     if not use_triton or hidden.dtype == torch.float64 or hidden.numel() == 0:
-        y, r = add_rmsnorm_ref(hidden, residual, weight, eps)
-        if not inplace or residual is None:  # the first block's r may be hidden itself (float32 hidden)
-            return y, r
-        return _into(hidden, y), _into(residual, r)
+        if inplace and residual is not None and _reusable(residual, torch.float32):
+            return _reference_inplace(hidden, residual, weight, eps)
+        return add_rmsnorm_ref(hidden, residual, weight, eps)  # the first block's r may be a float32 hidden itself
     from ..common.config import prepare_launch
     from .fwd import add_rmsnorm_forward
 
@@ -62,8 +61,13 @@ def _reusable(t: torch.Tensor, dtype: torch.dtype) -> bool:
     return t.dtype == dtype and t.is_contiguous()
 
 
-def _into(target: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
-    """``value`` copied into ``target`` when it can hold it (the reference path's in-place result), else itself."""
-    if target is None or not _reusable(target, value.dtype) or target.shape != value.shape:
-        return value
-    return target.copy_(value)
+def _reference_inplace(hidden, residual, weight, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """``add_rmsnorm_ref``'s values (same operations in the same order) written over the stream: the residual
+    updated in place, y into hidden when it can hold it (no new buffers for a float32 model on the CPU)."""
+    r = residual.add_(hidden.float())
+    inv = torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps)
+    if not _reusable(hidden, weight.dtype):
+        return (r * inv * weight.float()).to(weight.dtype), r
+    if hidden.dtype == torch.float32:
+        return torch.mul(r, inv, out=hidden).mul_(weight), r
+    return hidden.copy_(r * inv * weight.float()), r
