@@ -21,8 +21,9 @@ DEFAULT_CHUNK = 64
 # (benchmarks/results/ssd_h100_2026-12-07.json), the backward within 1 %.
 # infer_form: how a forward without gradients ends. "planes" (each direction writes a plane, ssd_out sums them
 # into plane 0) or "fused" (direction 0 writes the output, direction 1 finishes it in its pass: no planes, one pass
-# less, but each direction's launch alone has half the programs: vim_ssd_tiny ran 0.90x as fast at 1024 px and
-# 0.72x at 2048 px on the H100 with it, benchmarks/results/backbone_memory_h100_2026-12-08.json).
+# less, but each direction's launch alone has half the programs: on the H100 vim_ssd_tiny ran 0.90x as fast at
+# 1024 px with it (same call) and at 217 against an earlier run's 302 images/s at 2048 px,
+# benchmarks/results/backbone_memory_h100_2026-12-08.json).
 LAUNCH = {"fwd_warps": 4, "bwd_warps": 4, "num_stages": 2, "segments": None, "infer_form": "planes"}
 
 
