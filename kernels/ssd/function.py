@@ -34,14 +34,15 @@ class BiSSDFn(torch.autograd.Function):
 
         A32, bias32 = A.float().contiguous(), dt_bias.float().contiguous()
         x, z = _rowwise(x), _rowwise(z)
+        D32 = D.float().contiguous()
         launch = (LAUNCH["fwd_warps"], LAUNCH["num_stages"])
-        if not any(ctx.needs_input_grad):  # nothing saved for a backward
-            if LAUNCH["infer_form"] == "fused":
-                return ssd_infer(x, dt, A32, bias32, B, C, z, D.float().contiguous(), chunk, *launch)
-            y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, *launch)
-            return ssd_out(y2, x, z, D.float().contiguous(), out=y2[0])  # the output over plane 0
+        infer = not any(ctx.needs_input_grad)  # nothing saved for a backward
+        if infer and LAUNCH["infer_form"] == "fused":
+            return ssd_infer(x, dt, A32, bias32, B, C, z, D32, chunk, *launch)
         y2 = ssd_scan_fwd(x, dt, A32, bias32, B, C, chunk, *launch)
-        out = ssd_out(y2, x, z, D.float().contiguous())
+        out = ssd_out(y2, x, z, D32, out=y2[0] if infer else None)  # inference: the output over plane 0
+        if infer:
+            return out
         ctx.chunk = chunk
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, y2)
         return out

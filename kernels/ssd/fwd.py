@@ -367,6 +367,19 @@ def segments_for(x: torch.Tensor, chunks: int, programs: int) -> int:
     return max(1, min(chunks, -(-4 * sms // programs)))
 
 
+def segment_plan(x: torch.Tensor, chunk: int, programs: int) -> tuple[int, int]:
+    """(segments S, chunks per segment) for ``programs`` (batch, head[, direction]) programs: no empty segment."""
+    chunks = triton.cdiv(x.shape[1], chunk)
+    cps = triton.cdiv(chunks, segments_for(x, chunks, programs))
+    return triton.cdiv(chunks, cps), cps
+
+
+def scan_meta(x: torch.Tensor, chunk: int, N: int, num_warps: int, num_stages: int) -> dict:
+    """The scan and carry kernels' compile-time arguments."""
+    f32 = interpreted() or x.dtype == torch.float32
+    return dict(Q=chunk, P=x.shape[3], N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
+
+
 def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stages: int = 1) -> torch.Tensor:
     """Both directions' SSD outputs, (2, Bt, L, H, P) in x's dtype (no D, no gate).
 
@@ -376,15 +389,11 @@ def ssd_scan_fwd(x, dt, A, bias, B, C, chunk: int, num_warps: int = 4, num_stage
     prepare_launch()
     Bt, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    chunks = triton.cdiv(L, chunk)
-    S = segments_for(x, chunks, Bt * H * 2)
-    cps = triton.cdiv(chunks, S)
-    S = triton.cdiv(chunks, cps)  # no empty segment
+    S, cps = segment_plan(x, chunk, Bt * H * 2)
     y2 = torch.empty((2, Bt, L, H, P), device=x.device, dtype=x.dtype)
     hseg = torch.empty((Bt, 2, H, S, N * P + 1), device=x.device, dtype=torch.float32) if S > 1 else y2
     y_strides = (y2.stride(0), y2.stride(1), y2.stride(2), y2.stride(3))
-    f32 = interpreted() or x.dtype == torch.float32
-    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages)
+    meta = scan_meta(x, chunk, N, num_warps, num_stages)
     _ssd_scan_fwd_kernel[(Bt * H, 2, S)](
         x, dt, A, bias, B, C, y2, hseg, x, A, L, H, H // G, cps, 0, *scan_strides(x, dt, B, C), *y_strides,
         0, 0, 0, SPLIT=S > 1, FINAL=False, HAS_Z=False, **meta,
@@ -420,14 +429,10 @@ def ssd_infer(x, dt, A, bias, B, C, z, D, chunk: int, num_warps: int = 4, num_st
     prepare_launch()
     Bt, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    chunks = triton.cdiv(L, chunk)
-    S = segments_for(x, chunks, Bt * H)
-    cps = triton.cdiv(chunks, S)
-    S = triton.cdiv(chunks, cps)  # no empty segment
+    S, cps = segment_plan(x, chunk, Bt * H)
     out = torch.empty((Bt, L, H, P), device=x.device, dtype=x.dtype)
     hseg = torch.empty((Bt, 2, H, S, N * P + 1), device=x.device, dtype=torch.float32) if S > 1 else out
-    f32 = interpreted() or x.dtype == torch.float32
-    meta = dict(Q=chunk, P=P, N=N, F32=f32, num_warps=num_warps, num_stages=num_stages, HAS_Z=z is not None)
+    meta = scan_meta(x, chunk, N, num_warps, num_stages) | dict(HAS_Z=z is not None)
     zp = z if z is not None else x
     zs = (z.stride(0), z.stride(1), z.stride(2)) if z is not None else (0, 0, 0)
     ys = (0, out.stride(0), out.stride(1), out.stride(2))
